@@ -1,0 +1,293 @@
+/**
+ * Fixed-pool server: N workers (--pool-size, 10 by default, as in the
+ * tutorial) take turns to accept, and each serves the connection it accepted
+ * to the end before it accepts again. At most N clients are served at once;
+ * client N+1 is connected by the kernel but waits in the backlog for a worker.
+ *
+ * Run:   deno run --allow-net modes/fixed-pool.ts --pool-size 2  (deno task pool)
+ * Watch: run `deno task client` in three terminals. Two get replies; the third
+ *        waits until one of the first two quits. The log names each worker.
+ */
+import { parseArgs } from "node:util";
+
+const MODE = "fixed-pool";
+const USAGE = `usage: deno run --allow-net modes/${MODE}.ts [--host 127.0.0.1]
+  [--port 8080] [--backlog N] [--framing line|raw] [--max-line 65536]
+  [--idle-timeout 300] [--grace 5] [--pool-size 10] [--quiet] [--help]`;
+
+type Options = ReturnType<typeof parseOptions>;
+
+export function parseOptions(args: string[]) {
+  const { values: flag } = parseArgs({
+    args,
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8080" },
+      backlog: { type: "string" },
+      framing: { type: "string", default: "line" },
+      "max-line": { type: "string", default: "65536" },
+      "idle-timeout": { type: "string", default: "300" },
+      grace: { type: "string", default: "5" },
+      "pool-size": { type: "string", default: "10" },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (flag.framing !== "line" && flag.framing !== "raw") {
+    throw new Error(`--framing must be line or raw`);
+  }
+  return {
+    ...flag,
+    port: int("port", flag.port, 0, 65535),
+    backlog: flag.backlog === undefined
+      ? undefined
+      : int("backlog", flag.backlog),
+    maxLine: int("max-line", flag["max-line"]),
+    idleTimeout: int("idle-timeout", flag["idle-timeout"], 0),
+    grace: int("grace", flag.grace, 0),
+    poolSize: int("pool-size", flag["pool-size"]),
+  };
+}
+
+function int(name: string, text: string, min = 1, max = 1e6) {
+  if (/^\d+$/.test(text) && +text >= min && +text <= max) return +text;
+  throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
+}
+
+// ---- The lesson: a fixed number of workers. Each accepts one connection and
+// serves it to the end; while all are busy, nobody accepts.
+async function acceptLoop(listener: Deno.Listener, options: Options) {
+  const workers = [];
+  for (let id = 1; id <= options.poolSize; id++) {
+    workers.push(worker(id, listener, options));
+  }
+  await Promise.all(workers);
+}
+
+let acceptTurn: Promise<unknown> = Promise.resolve();
+
+async function worker(id: number, listener: Deno.Listener, options: Options) {
+  for (;;) {
+    // Deno's accept() takes one caller at a time: workers queue for a turn.
+    const myTurn = acceptTurn.then(() => accept(listener));
+    acceptTurn = myTurn;
+    const conn = await myTurn;
+    if (!conn) return;
+    await serve(conn, options, id);
+  }
+}
+
+const server = { connections: 0, messages: 0, stopping: false };
+const open = new Map<Connection, Promise<void>>(); // each with its end
+let acceptFailures = 0;
+
+// The next connection, or null once the listener is closed. When accept fails
+// (out of file descriptors, say), log once and retry calmly, never spin.
+async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
+  for (;;) {
+    try {
+      const conn = await listener.accept();
+      acceptFailures = 0;
+      return conn;
+    } catch (err) {
+      if (server.stopping) return null;
+      if (acceptFailures++ === 0) console.log(`accept failing: ${err}`);
+      await new Promise((retry) => setTimeout(retry, 100));
+    }
+  }
+}
+
+function serve(conn: Deno.Conn, options: Options, worker: number) {
+  const connection = new Connection(conn, options, worker);
+  const done = connection.serve().finally(() => open.delete(connection));
+  open.set(connection, done);
+  return done;
+}
+
+const READ_SIZE = 1024; // the tutorial's recv(1024)
+const LF = 10, CR = 13;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder(); // invalid UTF-8 becomes U+FFFD, no throw
+
+class Connection {
+  readonly id = ++server.connections;
+  readonly opened = Date.now();
+  lastProgress = Date.now();
+  messages = 0;
+  #peer = "";
+  #unfinished = new Uint8Array(0); // a line whose \n has not arrived yet
+  #writing = false;
+  #endReason = "";
+  #goodbye: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(
+    readonly conn: Deno.Conn,
+    readonly options: Options,
+    readonly worker: number,
+  ) {}
+
+  async serve() {
+    const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
+    this.#peer = `${hostname}:${port} worker ${this.worker}`;
+    this.#log("opened");
+    try {
+      await this.#exchange();
+    } catch (err) {
+      this.#endReason ||= (err as Error).message;
+    }
+    await this.#goodbye;
+    this.#close();
+    server.messages += this.messages;
+    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
+    const why = this.#endReason ? ` (${this.#endReason})` : "";
+    this.#log(`closed after ${time} s, ${this.messages} messages${why}`);
+  }
+
+  // Each answer is written in full before the next read: a peer that does not
+  // read stops us reading, so its data waits in the kernel, not in our memory.
+  async #exchange() {
+    const buffer = new Uint8Array(READ_SIZE);
+    for (;;) {
+      const n = await this.conn.read(buffer);
+      if (this.#endReason) return;
+      if (n === null) break;
+      this.lastProgress = Date.now();
+      await this.#send(this.#answer(buffer.subarray(0, n)));
+      if (this.#endReason) return;
+    }
+    const lastLine = this.#unfinished; // input ended without a final \n
+    if (lastLine.length) await this.#send(this.#answerLine(lastLine));
+  }
+
+  // Ends the connection from the server's side, telling the peer why unless a
+  // reply is stuck. Even this line may find no room, so it gets one second.
+  end(reason: string) {
+    if (this.#endReason) return;
+    this.#endReason = reason;
+    if (this.#writing) return this.#close();
+    setTimeout(() => this.#close(), 1000);
+    this.#goodbye = this.conn.write(encoder.encode(`ERROR ${reason}\n`))
+      .catch(() => 0).finally(() => this.#close());
+  }
+
+  // Answers every complete line; keeps the rest until its \n arrives.
+  #answer(bytes: Uint8Array): string {
+    if (this.options.framing === "raw") return this.#reply(bytes);
+    const data = new Uint8Array(this.#unfinished.length + bytes.length);
+    data.set(this.#unfinished);
+    data.set(bytes, this.#unfinished.length);
+    let replies = "";
+    let start = 0;
+    for (let lf = data.indexOf(LF); lf !== -1; lf = data.indexOf(LF, start)) {
+      replies += this.#answerLine(data.subarray(start, lf));
+      if (this.#endReason) return replies;
+      start = lf + 1;
+    }
+    this.#unfinished = data.subarray(start);
+    const tooLong = this.#unfinished.length > this.options.maxLine + 1;
+    return tooLong ? replies + this.#answerLine(this.#unfinished) : replies;
+  }
+
+  #answerLine(line: Uint8Array): string {
+    if (line.at(-1) === CR) line = line.subarray(0, -1);
+    if (line.length <= this.options.maxLine) return this.#reply(line) + "\n";
+    this.#endReason = "line too long";
+    return `ERROR line longer than ${this.options.maxLine} bytes\n`;
+  }
+
+  #reply(bytes: Uint8Array): string {
+    this.messages++;
+    return `[${ctime(new Date())}] ${decoder.decode(bytes)}`;
+  }
+
+  // A write may take only part of the bytes; loop until all are written.
+  async #send(text: string) {
+    this.#writing = true;
+    let bytes = encoder.encode(text);
+    while (bytes.length) {
+      bytes = bytes.subarray(await this.conn.write(bytes));
+      this.lastProgress = Date.now();
+    }
+    this.#writing = false;
+  }
+
+  #close() {
+    if (!this.#closed) this.conn.close();
+    this.#closed = true;
+  }
+
+  #log(event: string) {
+    if (!this.options.quiet) console.log(`#${this.id} ${this.#peer} ${event}`);
+  }
+}
+
+// One timer for every connection: progress itself only stamps a time.
+function closeIdleConnections(idleTimeout: number) {
+  if (idleTimeout === 0) return;
+  setInterval(() => {
+    const stale = Date.now() - idleTimeout * 1000;
+    for (const connection of open.keys()) {
+      if (connection.lastProgress < stale) connection.end("idle timeout");
+    }
+  }, 1000);
+}
+
+// C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
+export function ctime(date: Date): string {
+  const [weekday, month, day, year, time] = date.toString().split(" ");
+  return `${weekday} ${month} ${day.replace(/^0/, " ")} ${time} ${year}`;
+}
+
+// First signal: stop accepting (clients in the backlog are dropped), give open
+// connections --grace seconds, then end the rest. A second signal: exit now.
+async function shutdown(listener: Deno.Listener, grace: number) {
+  if (server.stopping) Deno.exit(130);
+  server.stopping = true;
+  listener.close();
+  console.log(`stopping: ${open.size} open, waiting up to ${grace} s`);
+  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
+  await Promise.race([Promise.all(open.values()), graceOver]);
+  for (const connection of open.keys()) connection.end("server shutting down");
+  await Promise.all(open.values());
+  const { connections, messages } = server;
+  console.log(`stopped: ${connections} connections, ${messages} messages`);
+  Deno.exit(0);
+}
+
+function fail(message: string, exitCode: number): never {
+  console.error(`error: ${message}`);
+  if (exitCode === 2) console.error("run with --help for usage");
+  Deno.exit(exitCode);
+}
+
+function listen({ host, port, backlog }: Options): Deno.Listener {
+  try {
+    return Deno.listen({ hostname: host, port, tcpBacklog: backlog });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${host}:${port} is already in use`, 1);
+    }
+    fail(`cannot listen on ${host}:${port}: ${(err as Error).message}`, 1);
+  }
+}
+
+if (import.meta.main) {
+  let options: Options;
+  try {
+    options = parseOptions(Deno.args);
+  } catch (err) {
+    fail((err as Error).message.split(". ")[0], 2); // parseArgs says more
+  }
+  if (options.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  const listener = listen(options);
+  Deno.addSignalListener("SIGINT", () => shutdown(listener, options.grace));
+  Deno.addSignalListener("SIGTERM", () => shutdown(listener, options.grace));
+  closeIdleConnections(options.idleTimeout);
+  const { port } = listener.addr as Deno.NetAddr;
+  console.log(`${MODE} listening on ${options.host}:${port}`);
+  await acceptLoop(listener, options);
+}
