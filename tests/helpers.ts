@@ -1,0 +1,314 @@
+// Test harness shared by every test file: start a mode as a child process of
+// the runtime running the tests, talk to it over plain sockets, stop it.
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import net from "node:net";
+
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+export const MODES = {
+  serial: "modes/serial.ts",
+  "fixed-pool": "modes/fixed-pool.ts",
+  "thread-per-connection": "modes/thread-per-connection.ts",
+} as const;
+export type Mode = keyof typeof MODES;
+export const MODE_NAMES = Object.keys(MODES) as Mode[];
+
+export const CLIENT = "client/client.ts";
+
+// How long a test waits for something that should happen. Generous, because
+// a slow, busy machine must still pass; a healthy run never waits this long.
+export const PATIENCE_MS = 15_000;
+
+// `[Sat Nov 28 06:26:46 2026] `: the reply prefix, ctime style, padded day.
+export const STAMP =
+  /^\[(Sun|Mon|Tue|Wed|Thu|Fri|Sat) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 123]\d \d\d:\d\d:\d\d \d{4}\] /;
+
+// The command line that runs a script under the runtime running the tests.
+export function scriptArgs(script: string, args: string[]): string[] {
+  const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+  return isBun ? [script, ...args] : ["run", "--allow-net", script, ...args];
+}
+
+export type Exit = { code: number | null; signal: string | null };
+
+// A running script: its output as lines, and its exit.
+export class Child {
+  readonly stdoutLines: string[] = [];
+  stderr = "";
+  readonly exited: Promise<Exit>;
+  #waiters: (() => void)[] = [];
+
+  constructor(readonly process: ChildProcess) {
+    let partial = "";
+    process.stdout!.setEncoding("utf8").on("data", (text: string) => {
+      const lines = (partial + text).split("\n");
+      partial = lines.pop()!;
+      this.stdoutLines.push(...lines);
+      this.#wake();
+    });
+    process.stderr!.setEncoding("utf8").on("data", (text: string) => {
+      this.stderr += text;
+      this.#wake();
+    });
+    this.exited = new Promise((resolve) => {
+      process.on("exit", (code, signal) => {
+        if (partial) this.stdoutLines.push(partial);
+        resolve({ code, signal });
+        this.#wake();
+      });
+    });
+  }
+
+  static start(
+    script: string,
+    args: string[],
+    stdin: "pipe" | "ignore" = "ignore",
+  ) {
+    const child = spawn(process.execPath, scriptArgs(script, args), {
+      cwd: ROOT,
+      stdio: [stdin, "pipe", "pipe"],
+    });
+    return new Child(child);
+  }
+
+  get pid(): number {
+    return this.process.pid!;
+  }
+
+  // Resolves with the first stdout line matching `pattern`, whether it came
+  // already or comes later; rejects after PATIENCE_MS or if the process exits.
+  async waitForLine(pattern: RegExp): Promise<string> {
+    const deadline = Date.now() + PATIENCE_MS;
+    let exited = false;
+    this.exited.then(() => exited = true);
+    for (;;) {
+      const line = this.stdoutLines.find((l) => pattern.test(l));
+      if (line !== undefined) return line;
+      if (exited) {
+        throw new Error(`exited before printing ${pattern}:\n${this.output()}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`no line ${pattern} in time:\n${this.output()}`);
+      }
+      await this.#nextOutput(deadline - Date.now());
+    }
+  }
+
+  output(): string {
+    return `stdout:\n${this.stdoutLines.join("\n")}\nstderr:\n${this.stderr}`;
+  }
+
+  // Waits for the exit, killing the process if it takes longer than PATIENCE_MS.
+  async exit(): Promise<Exit> {
+    const timer = setTimeout(() => this.process.kill("SIGKILL"), PATIENCE_MS);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return exit;
+  }
+
+  // Stops the process for good (used in `finally`): SIGKILL unless gone.
+  async kill(): Promise<void> {
+    if (this.process.exitCode === null && this.process.signalCode === null) {
+      this.process.kill("SIGKILL");
+    }
+    await this.exited;
+  }
+
+  #nextOutput(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#waiters.push(() => (clearTimeout(timer), resolve()));
+    });
+  }
+
+  #wake() {
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+}
+
+// A server started with --port 0; `port` is read from its first line.
+export class Server extends Child {
+  port = 0;
+
+  static async launch(mode: Mode, args: string[] = []): Promise<Server> {
+    const child = spawn(
+      process.execPath,
+      scriptArgs(MODES[mode], ["--port", "0", ...args]),
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const server = new Server(child);
+    try {
+      const line = await server.waitForLine(/ listening on /);
+      server.port = Number(line.split(":").at(-1));
+    } catch (err) {
+      await server.kill();
+      throw err;
+    }
+    return server;
+  }
+
+  // Resident memory in KiB, from /proc (Linux only).
+  rssKiB(): number {
+    const status = readFileSync(`/proc/${this.pid}/status`, "utf8");
+    return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+  }
+}
+
+// Starts a server, runs `body`, and stops the server whatever happens.
+export async function withServer(
+  mode: Mode,
+  args: string[],
+  body: (server: Server) => Promise<void>,
+): Promise<void> {
+  const server = await Server.launch(mode, args);
+  try {
+    await body(server);
+  } finally {
+    await server.kill();
+  }
+}
+
+// Runs a script to its end, feeding it `stdin` if given.
+export async function runScript(
+  script: string,
+  args: string[],
+  stdin?: string,
+): Promise<Exit & { stdout: string; stderr: string }> {
+  const child = Child.start(
+    script,
+    args,
+    stdin === undefined ? "ignore" : "pipe",
+  );
+  if (stdin !== undefined) child.process.stdin!.end(stdin);
+  const exit = await child.exit();
+  return {
+    ...exit,
+    stdout: child.stdoutLines.join("\n"),
+    stderr: child.stderr,
+  };
+}
+
+// A raw TCP client for tests: every byte it receives is kept in `received`.
+export class TestClient {
+  received = Buffer.alloc(0);
+  readonly closed: Promise<void>;
+  error?: Error;
+  #consumed = 0;
+  #waiters: (() => void)[] = [];
+
+  constructor(readonly socket: net.Socket) {
+    socket.on("data", (data: Buffer) => {
+      this.received = Buffer.concat([this.received, data]);
+      this.#wake();
+    });
+    socket.on("error", (err) => this.error = err);
+    this.closed = new Promise((resolve) => {
+      socket.on("close", () => {
+        resolve();
+        this.#wake();
+      });
+    });
+  }
+
+  static connect(port: number): Promise<TestClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port });
+      socket.once("connect", () => resolve(new TestClient(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.socket.closed;
+  }
+
+  write(data: string | Uint8Array): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.socket.write(data, (err) => err ? reject(err) : resolve());
+    });
+  }
+
+  // The next line not yet taken, without its "\n", as UTF-8 text. Rejects if
+  // the connection closes first or nothing comes within PATIENCE_MS.
+  async nextLine(): Promise<string> {
+    const bytes = await this.#take((buffer) => {
+      const lf = buffer.indexOf(10);
+      return lf === -1 ? -1 : lf + 1;
+    });
+    return bytes.toString("utf8", 0, bytes.length - 1);
+  }
+
+  // The next `count` bytes not yet taken.
+  nextBytes(count: number): Promise<Buffer> {
+    return this.#take((buffer) => buffer.length >= count ? count : -1);
+  }
+
+  // Everything not yet taken once the server has closed the connection.
+  async rest(): Promise<string> {
+    await this.#until(() => this.isClosed);
+    const text = this.received.toString("utf8", this.#consumed);
+    this.#consumed = this.received.length;
+    return text;
+  }
+
+  // True if no byte arrives during `ms`: "no reply while watched for 300 ms".
+  async silentFor(ms: number): Promise<boolean> {
+    const before = this.received.length;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return this.received.length === before;
+  }
+
+  // Resolves once the connection has closed, rejecting after PATIENCE_MS.
+  waitClosed(): Promise<void> {
+    return this.#until(() => this.isClosed);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  async #take(size: (unconsumed: Buffer) => number): Promise<Buffer> {
+    let n = -1;
+    await this.#until(() => {
+      n = size(this.received.subarray(this.#consumed));
+      if (n === -1 && this.isClosed) {
+        const got = this.received.toString("utf8", this.#consumed);
+        throw new Error(
+          `connection closed; unconsumed: ${JSON.stringify(got)}`,
+        );
+      }
+      return n !== -1;
+    });
+    const taken = this.received.subarray(this.#consumed, this.#consumed + n);
+    this.#consumed += n;
+    return taken;
+  }
+
+  async #until(ready: () => boolean): Promise<void> {
+    const deadline = Date.now() + PATIENCE_MS;
+    while (!ready()) {
+      if (Date.now() > deadline) {
+        throw new Error("timed out waiting for server");
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, deadline - Date.now());
+        this.#waiters.push(() => (clearTimeout(timer), resolve()));
+      });
+    }
+  }
+
+  #wake() {
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+}
+
+// A loopback port with nothing listening on it (free a moment ago).
+export function unusedPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
