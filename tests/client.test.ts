@@ -1,0 +1,151 @@
+// The client, as a user runs it: -m, piped stdin, raw framing, the prompt,
+// and the errors a user can cause.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import net from "node:net";
+import {
+  Child,
+  CLIENT,
+  ROOT,
+  runScript,
+  scriptArgs,
+  STAMP,
+  TestClient,
+  unusedPort,
+  withServer,
+} from "./helpers.ts";
+
+// Reply lines with their time stamps checked and removed.
+function unstamped(stdout: string): string[] {
+  return stdout.split("\n").filter((line) => line !== "").map((line) => {
+    assert.match(line, STAMP);
+    return line.replace(STAMP, "");
+  });
+}
+
+test("client -m sends each message and prints each reply", async () => {
+  await withServer("thread-per-connection", [], async (server) => {
+    const args = ["--port", `${server.port}`, "-m", "hello", "-m", "wörld"];
+    const run = await runScript(CLIENT, args, "not read\n");
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(unstamped(run.stdout), ["hello", "wörld"]);
+  });
+});
+
+test("client sends every piped line, empty ones too, in order", async () => {
+  await withServer("thread-per-connection", [], async (server) => {
+    const run = await runScript(
+      CLIENT,
+      ["--port", `${server.port}`],
+      "a\n\nb\n",
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(unstamped(run.stdout), ["a", "", "b"]);
+  });
+});
+
+test("client --framing raw sends messages as typed, prints each read", async () => {
+  await withServer("serial", ["--framing", "raw"], async (server) => {
+    const args = ["--port", `${server.port}`, "--framing", "raw", "-m", "hi"];
+    const run = await runScript(CLIENT, [...args, "-m", "there"]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(unstamped(run.stdout), ["hi", "there"]);
+  });
+});
+
+test("client: a refused connection gives one clear line and exit 1", async () => {
+  const port = await unusedPort();
+  const run = await runScript(CLIENT, ["--port", `${port}`, "-m", "x"]);
+  assert.equal(run.code, 1);
+  assert.equal(
+    run.stderr,
+    `error: cannot connect to 127.0.0.1:${port} (connection refused); ` +
+      "start a server first, e.g. deno task serial\n",
+  );
+});
+
+test("client: a connect to a full backlog times out", {
+  skip: process.platform !== "linux" && "a full backlog refuses off Linux",
+}, async () => {
+  await withServer("serial", ["--backlog", "1"], async (server) => {
+    // One client served, two more fill the queue (backlog + 1 on Linux).
+    const served = await TestClient.connect(server.port);
+    await served.write("x\n");
+    await served.nextLine();
+    const queued = [
+      await TestClient.connect(server.port),
+      await TestClient.connect(server.port),
+    ];
+    try {
+      const args = ["--port", `${server.port}`, "--connect-timeout", "1"];
+      const run = await runScript(CLIENT, [...args, "-m", "x"]);
+      assert.equal(run.code, 1);
+      assert.equal(
+        run.stderr,
+        `error: connecting to 127.0.0.1:${server.port} timed out after 1 s\n`,
+      );
+    } finally {
+      for (const client of [served, ...queued]) client.close();
+    }
+  });
+});
+
+// A stand-in server that reads the first line, then closes or resets.
+async function runAgainstRudeServer(rudeness: "close" | "reset") {
+  const rude = net.createServer((socket) => {
+    socket.once("data", () => {
+      if (rudeness === "close") socket.end();
+      else socket.resetAndDestroy();
+    });
+  });
+  await new Promise<void>((ready) => rude.listen(0, "127.0.0.1", ready));
+  const { port } = rude.address() as net.AddressInfo;
+  try {
+    return await runScript(CLIENT, ["--port", `${port}`, "-m", "hello"]);
+  } finally {
+    rude.close();
+  }
+}
+
+test("client: a server that closes without a reply is reported, exit 1", async () => {
+  const run = await runAgainstRudeServer("close");
+  assert.equal(run.code, 1);
+  assert.equal(run.stderr, "error: server closed the connection\n");
+});
+
+test("client: a server that resets is reported, exit 1", async () => {
+  const run = await runAgainstRudeServer("reset");
+  assert.equal(run.code, 1);
+  assert.equal(run.stderr, "error: connection reset by server\n");
+});
+
+// `script` (util-linux) runs the client on a pseudo-terminal, so its stdin is
+// a TTY and it prompts; the test types into script's stdin.
+test("client at a terminal prompts, replies, and quits on an empty line", {
+  skip: !existsSync("/usr/bin/script") && "needs util-linux script",
+}, async () => {
+  await withServer("serial", [], async (server) => {
+    const command = [process.execPath, ...scriptArgs(CLIENT, [])]
+      .map((word) => `'${word}'`).join(" ");
+    const terminal = new Child(spawn(
+      "script",
+      ["-qec", `${command} --port ${server.port}`, "/dev/null"],
+      { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] },
+    ));
+    try {
+      terminal.process.stdin!.write("hi there\n");
+      // The terminal shows the prompt, then the reply (lines end in \r\n).
+      const reply = await terminal.waitForLine(/\] hi there\r$/);
+      assert.match(reply.replace(/^> /, ""), STAMP);
+      assert.ok(reply.startsWith("> "), reply);
+      terminal.process.stdin!.write("\n");
+      const exit = await terminal.exit();
+      assert.equal(exit.code, 0, terminal.output());
+      await server.waitForLine(/#1 .* closed after .* 1 messages$/);
+    } finally {
+      await terminal.kill();
+    }
+  });
+});
