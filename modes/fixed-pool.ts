@@ -77,7 +77,7 @@ async function worker(id: number, listener: Deno.Listener, options: Options) {
   }
 }
 
-const server = { connections: 0, messages: 0, stopping: false };
+const server = { connections: 0, messages: 0, stopSignalAt: 0 };
 const open = new Map<Connection, Promise<void>>(); // each with its end
 let acceptFailures = 0;
 
@@ -90,7 +90,7 @@ async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
       acceptFailures = 0;
       return conn;
     } catch (err) {
-      if (server.stopping) return null;
+      if (server.stopSignalAt) return null;
       if (acceptFailures++ === 0) console.log(`accept failing: ${err}`);
       await new Promise((retry) => setTimeout(retry, 100));
     }
@@ -240,10 +240,14 @@ export function ctime(date: Date): string {
 }
 
 // First signal: stop accepting (clients in the backlog are dropped), give open
-// connections --grace seconds, then end the rest. A second signal: exit now.
+// connections --grace seconds, then end the rest. A second signal: exit now,
+// unless it is the same Ctrl+C twice (from the terminal and from `deno task`).
 async function shutdown(listener: Deno.Listener, grace: number) {
-  if (server.stopping) Deno.exit(130);
-  server.stopping = true;
+  if (server.stopSignalAt) {
+    if (Date.now() - server.stopSignalAt > 500) Deno.exit(130);
+    return;
+  }
+  server.stopSignalAt = Date.now();
   listener.close();
   console.log(`stopping: ${open.size} open, waiting up to ${grace} s`);
   const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
