@@ -13,16 +13,14 @@ import {
   scriptArgs,
   STAMP,
   TestClient,
+  unstamped,
   unusedPort,
   withServer,
 } from "./helpers.ts";
 
 // Reply lines with their time stamps checked and removed.
-function unstamped(stdout: string): string[] {
-  return stdout.split("\n").filter((line) => line !== "").map((line) => {
-    assert.match(line, STAMP);
-    return line.replace(STAMP, "");
-  });
+function replyTexts(stdout: string): string[] {
+  return stdout.split("\n").filter((line) => line !== "").map(unstamped);
 }
 
 test("client -m sends each message and prints each reply", async () => {
@@ -30,7 +28,7 @@ test("client -m sends each message and prints each reply", async () => {
     const args = ["--port", `${server.port}`, "-m", "hello", "-m", "wörld"];
     const run = await runScript(CLIENT, args, "not read\n");
     assert.equal(run.code, 0, run.stderr);
-    assert.deepEqual(unstamped(run.stdout), ["hello", "wörld"]);
+    assert.deepEqual(replyTexts(run.stdout), ["hello", "wörld"]);
   });
 });
 
@@ -42,7 +40,7 @@ test("client sends every piped line, empty ones too, in order", async () => {
       "a\n\nb\n",
     );
     assert.equal(run.code, 0, run.stderr);
-    assert.deepEqual(unstamped(run.stdout), ["a", "", "b"]);
+    assert.deepEqual(replyTexts(run.stdout), ["a", "", "b"]);
   });
 });
 
@@ -51,7 +49,7 @@ test("client --framing raw sends messages as typed, prints each read", async () 
     const args = ["--port", `${server.port}`, "--framing", "raw", "-m", "hi"];
     const run = await runScript(CLIENT, [...args, "-m", "there"]);
     assert.equal(run.code, 0, run.stderr);
-    assert.deepEqual(unstamped(run.stdout), ["hi", "there"]);
+    assert.deepEqual(replyTexts(run.stdout), ["hi", "there"]);
   });
 });
 

@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import net from "node:net";
+import assert from "node:assert/strict";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -31,12 +32,14 @@ export function scriptArgs(script: string, args: string[]): string[] {
 }
 
 export type Exit = { code: number | null; signal: string | null };
+type Env = Record<string, string>;
 
 // A running script: its output as lines, and its exit.
 export class Child {
   readonly stdoutLines: string[] = [];
   stderr = "";
   readonly exited: Promise<Exit>;
+  hasExited = false;
   #waiters: (() => void)[] = [];
 
   constructor(readonly process: ChildProcess) {
@@ -54,6 +57,7 @@ export class Child {
     this.exited = new Promise((resolve) => {
       process.on("exit", (code, signal) => {
         if (partial) this.stdoutLines.push(partial);
+        this.hasExited = true;
         resolve({ code, signal });
         this.#wake();
       });
@@ -80,12 +84,10 @@ export class Child {
   // already or comes later; rejects after PATIENCE_MS or if the process exits.
   async waitForLine(pattern: RegExp): Promise<string> {
     const deadline = Date.now() + PATIENCE_MS;
-    let exited = false;
-    this.exited.then(() => exited = true);
     for (;;) {
       const line = this.stdoutLines.find((l) => pattern.test(l));
       if (line !== undefined) return line;
-      if (exited) {
+      if (this.hasExited) {
         throw new Error(`exited before printing ${pattern}:\n${this.output()}`);
       }
       if (Date.now() > deadline) {
@@ -107,11 +109,15 @@ export class Child {
     return exit;
   }
 
+  // By PID, not `this.process.kill()`: under Deno that reports the child as
+  // killed by the signal even when it handles it and exits 0.
+  signal(name: "SIGTERM" | "SIGINT"): void {
+    process.kill(this.pid, name);
+  }
+
   // Stops the process for good (used in `finally`): SIGKILL unless gone.
   async kill(): Promise<void> {
-    if (this.process.exitCode === null && this.process.signalCode === null) {
-      this.process.kill("SIGKILL");
-    }
+    if (!this.hasExited) this.process.kill("SIGKILL");
     await this.exited;
   }
 
@@ -131,11 +137,15 @@ export class Child {
 export class Server extends Child {
   port = 0;
 
-  static async launch(mode: Mode, args: string[] = []): Promise<Server> {
+  static async launch(mode: Mode, args: string[], env?: Env) {
     const child = spawn(
       process.execPath,
       scriptArgs(MODES[mode], ["--port", "0", ...args]),
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: env && { ...process.env, ...env },
+      },
     );
     const server = new Server(child);
     try {
@@ -160,13 +170,50 @@ export async function withServer(
   mode: Mode,
   args: string[],
   body: (server: Server) => Promise<void>,
+  env?: Env,
 ): Promise<void> {
-  const server = await Server.launch(mode, args);
+  const server = await Server.launch(mode, args, env);
   try {
     await body(server);
   } finally {
     await server.kill();
   }
+}
+
+// Starts `mode`, connects one client and waits until the server has taken
+// the connection (its "opened" log line), then runs `body`. The client and
+// the server are closed and stopped afterwards, whatever happens.
+export function withClient(
+  mode: Mode,
+  args: string[],
+  body: (client: TestClient, server: Server) => Promise<void>,
+): Promise<void> {
+  return withServer(mode, args, async (server) => {
+    const client = await TestClient.connect(server.port);
+    try {
+      await server.waitForLine(opened(client));
+      await body(client, server);
+    } finally {
+      client.close();
+    }
+  });
+}
+
+// The server's log line saying it opened `client`'s connection.
+export function opened(client: TestClient): RegExp {
+  const port = client.socket.localPort;
+  return new RegExp(`^#\\d+ 127\\.0\\.0\\.1:${port} (worker \\d+ )?opened$`);
+}
+
+// What a reply says after its `[<ctime>] ` stamp, which must be there.
+export function unstamped(reply: string): string {
+  assert.match(reply, STAMP);
+  return reply.replace(STAMP, "");
+}
+
+// The next reply must be the echo of `text`: a time stamp, then the text.
+export async function expectReply(client: TestClient, text: string) {
+  assert.equal(unstamped(await client.nextLine()), text);
 }
 
 // Runs a script to its end, feeding it `stdin` if given.
@@ -211,11 +258,22 @@ export class TestClient {
     });
   }
 
+  // Fails, rather than hangs, if the handshake does not complete in time.
   static connect(port: number): Promise<TestClient> {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: "127.0.0.1", port });
-      socket.once("connect", () => resolve(new TestClient(socket)));
-      socket.once("error", reject);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`connect to port ${port} did not complete`));
+      }, PATIENCE_MS);
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        resolve(new TestClient(socket));
+      });
+      socket.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
     });
   }
 

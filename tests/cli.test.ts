@@ -1,0 +1,156 @@
+// The command line of every script, and how every mode shuts down.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  CLIENT,
+  expectReply,
+  MODE_NAMES,
+  MODES,
+  runScript,
+  type Server,
+  TestClient,
+  withClient,
+  withServer,
+} from "./helpers.ts";
+
+// The server exits 0, and its last line is the summary.
+async function expectStopped(server: Server, summary: string): Promise<void> {
+  assert.deepEqual(await server.exit(), { code: 0, signal: null });
+  assert.equal(server.stdoutLines.at(-1), summary);
+}
+
+const stopping = /^stopping: /;
+
+for (const script of [...Object.values(MODES), CLIENT]) {
+  test(`${script} --help prints usage and exits 0`, async () => {
+    const { code, stdout, stderr } = await runScript(script, ["--help"]);
+    assert.match(stdout, /^usage: /);
+    assert.equal(stderr, "");
+    assert.equal(code, 0);
+  });
+}
+
+for (const mode of MODE_NAMES) {
+  const badCommandLines = [
+    ["--bogus"],
+    ["--port", "70000"],
+    ["--port", "abc"],
+    ["--framing", "xml"],
+    ...(mode === "fixed-pool" ? [["--pool-size", "0"]] : []),
+  ];
+  for (const args of badCommandLines) {
+    test(`${mode} ${args.join(" ")}: one error line naming the flag, exit 2`, async () => {
+      const { code, stdout, stderr } = await runScript(MODES[mode], args);
+      const [error, ...hint] = stderr.trimEnd().split("\n");
+      assert.match(error, /^error: /);
+      assert.ok(error.includes(args[0]), `${error} does not name ${args[0]}`);
+      assert.ok(hint.length <= 1, `more than an error and a hint:\n${stderr}`);
+      assert.doesNotMatch(hint.join("\n"), /^error:/);
+      assert.doesNotMatch(stderr, /^\s+at /m); // no stack trace
+      assert.equal(stdout, "");
+      assert.equal(code, 2);
+    });
+  }
+
+  test(`${mode}: a port in use is one error line, exit 1`, () =>
+    withServer(mode, [], async (server) => {
+      const port = String(server.port);
+      const second = await runScript(MODES[mode], ["--port", port]);
+      assert.equal(
+        second.stderr,
+        `error: 127.0.0.1:${port} is already in use\n`,
+      );
+      assert.equal(second.code, 1);
+    }));
+
+  test(`${mode}: the first line names the mode and the real port`, () =>
+    withServer(mode, [], async (server) => {
+      assert.notEqual(server.port, 0);
+      assert.equal(
+        server.stdoutLines[0],
+        `${mode} listening on 127.0.0.1:${server.port}`,
+      );
+      // The port it names is the one it serves on.
+      const client = await TestClient.connect(server.port);
+      try {
+        await client.write("hi\n");
+        await expectReply(client, "hi");
+      } finally {
+        client.close();
+      }
+    }));
+
+  test(`${mode}: SIGTERM lets an open connection finish, then exits 0 without waiting out --grace`, () =>
+    withClient(mode, ["--grace", "30"], async (client, server) => {
+      await client.write("one\ntwo\n");
+      server.signal("SIGTERM");
+      await expectReply(client, "one");
+      await expectReply(client, "two");
+      // Stopping, the server leaves the connection open: no goodbye yet.
+      await server.waitForLine(stopping);
+      assert.ok(await client.silentFor(300), "the server cut the client off");
+      client.close();
+      assert.equal(await client.rest(), "");
+      // server.exit() kills the server after 15 s, half the grace: a server
+      // that waits out the grace fails here.
+      await expectStopped(server, "stopped: 1 connections, 2 messages");
+    }));
+
+  for (const grace of ["1", "0"]) {
+    test(`${mode} --grace ${grace}: SIGTERM ends a connection still open after the grace`, () =>
+      withClient(mode, ["--grace", grace], async (client, server) => {
+        server.signal("SIGTERM");
+        assert.equal(await client.nextLine(), "ERROR server shutting down");
+        assert.equal(await client.rest(), ""); // then the connection closes
+        await expectStopped(server, "stopped: 1 connections, 0 messages");
+      }));
+  }
+
+  test(`${mode}: a second signal exits at once with status 130`, () =>
+    withClient(mode, ["--grace", "30"], async (_client, server) => {
+      server.signal("SIGTERM");
+      await server.waitForLine(stopping);
+      // A second press comes later than the doubled Ctrl+C of the next test.
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      server.signal("SIGTERM");
+      assert.deepEqual(await server.exit(), { code: 130, signal: null });
+      assert.ok(
+        !server.stdoutLines.some((line) => line.startsWith("stopped:")),
+      );
+    }));
+
+  // In a terminal, Ctrl+C reaches both `deno task` and the server, and the
+  // task forwards it again: the server sees one press as two signals.
+  test(`${mode}: one Ctrl+C delivered twice still shuts down gracefully`, () =>
+    withClient(mode, ["--grace", "1"], async (client, server) => {
+      server.signal("SIGINT");
+      server.signal("SIGINT");
+      assert.equal(await client.nextLine(), "ERROR server shutting down");
+      await expectStopped(server, "stopped: 1 connections, 0 messages");
+    }));
+}
+
+test("serial: on SIGTERM a client waiting in the backlog is dropped, the served one finishes", () =>
+  withClient("serial", ["--grace", "30"], async (served, server) => {
+    const waiting = await TestClient.connect(server.port);
+    try {
+      await waiting.write("waiting\n");
+      server.signal("SIGTERM");
+      await server.waitForLine(stopping);
+
+      await waiting.waitClosed(); // closed or reset
+      assert.equal(
+        waiting.received.length,
+        0,
+        "the waiting client got a reply",
+      );
+
+      assert.equal(served.isClosed, false);
+      await served.write("still served\n");
+      await expectReply(served, "still served");
+      served.close();
+      await expectStopped(server, "stopped: 1 connections, 1 messages");
+    } finally {
+      waiting.close();
+    }
+  }));

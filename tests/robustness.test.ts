@@ -1,0 +1,143 @@
+// Bad input and bad clients: each ends its own connection only, and none can
+// make the server hold unbounded memory. Each behaviour is checked in every
+// mode.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import type net from "node:net";
+import {
+  MODE_NAMES,
+  PATIENCE_MS,
+  type Server,
+  TestClient,
+  unstamped,
+  withClient,
+} from "./helpers.ts";
+
+// A new client gets its line echoed: the server is still serving.
+async function assertServes(server: Server): Promise<void> {
+  const client = await TestClient.connect(server.port);
+  try {
+    await client.write("fine\n");
+    assert.equal(unstamped(await client.nextLine()), "fine");
+  } finally {
+    client.close();
+  }
+}
+
+const MiB = 1024 * 1024;
+const CHUNK = Buffer.from(("x".repeat(1023) + "\n").repeat(1024)); // 1 MiB
+const PUSH_TEST = { timeout: 60_000 };
+
+// Sends CHUNKs and never reads a reply, until a chunk is not taken within
+// `stallMs` (the push has stalled), the connection ends, or 100 MiB are out.
+async function pushWithoutReading(socket: net.Socket, stallMs = 1000) {
+  socket.pause();
+  let sent = 0;
+  while (sent < 100 * MiB && !socket.destroyed) {
+    sent += CHUNK.length;
+    if (!socket.write(CHUNK) && !await drained(socket, stallMs)) {
+      return { stalled: !socket.destroyed, sent };
+    }
+  }
+  return { stalled: false, sent };
+}
+
+// True on "drain", false on close or after `ms`.
+function drained(socket: net.Socket, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (drained: boolean) => {
+      clearTimeout(timer);
+      socket.off("drain", onDrain).off("close", onClose);
+      resolve(drained);
+    };
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    const timer = setTimeout(onClose, ms);
+    socket.on("drain", onDrain).on("close", onClose);
+  });
+}
+
+for (const mode of MODE_NAMES) {
+  test(`${mode}: a line over --max-line is refused`, () =>
+    withClient(mode, ["--max-line", "10"], async (client, server) => {
+      await client.write("0123456789\n0123456789\r\n");
+      assert.equal(unstamped(await client.nextLine()), "0123456789");
+      assert.equal(unstamped(await client.nextLine()), "0123456789");
+      await client.write("0123456789A\n");
+      assert.equal(await client.nextLine(), "ERROR line longer than 10 bytes");
+      assert.equal(await client.rest(), "", "then closes");
+      await assertServes(server);
+    }));
+
+  test(`${mode}: a long line is refused before its newline`, () =>
+    withClient(mode, ["--max-line", "10"], async (client) => {
+      // 11 bytes could still be 10 and a "\r": the server waits for more.
+      await client.write("x".repeat(11));
+      assert.ok(await client.silentFor(300), "refused 11 bytes too soon");
+      await client.write("x".repeat(9)); // 20 bytes, and never a "\n"
+      assert.equal(await client.nextLine(), "ERROR line longer than 10 bytes");
+      assert.equal(await client.rest(), "", "then closes");
+    }));
+
+  test(`${mode}: invalid UTF-8 becomes replacement characters`, () =>
+    withClient(mode, [], async (client) => {
+      await client.write(Buffer.from([0xff, 0xfe, 0x61, 0x0a]));
+      assert.equal(unstamped(await client.nextLine()), "\uFFFD\uFFFDa");
+      await client.write("next\n");
+      assert.equal(unstamped(await client.nextLine()), "next");
+    }));
+
+  test(`${mode}: a client that resets mid-line`, () =>
+    withClient(mode, [], async (client, server) => {
+      await server.waitForLine(/^#1 .* opened/);
+      await client.write("partial line without newline");
+      client.socket.resetAndDestroy();
+      await server.waitForLine(/^#1 .* closed/);
+      await assertServes(server);
+    }));
+
+  // A server that kept reading while its replies could not be written would
+  // have to hold them: 100 MiB in, 100 MiB of replies in its memory. Finishing
+  // each write before the next read stops the push instead; what is left
+  // waits in the kernel's socket buffers (about 10 MiB here).
+  test(
+    `${mode}: a client that never reads is stalled, not buffered`,
+    PUSH_TEST,
+    (t) =>
+      withClient(mode, ["--idle-timeout", "300"], async (client, server) => {
+        const measure = existsSync("/proc/self/status");
+        await client.write("warm up\n");
+        assert.equal(unstamped(await client.nextLine()), "warm up");
+        const rssBefore = measure ? server.rssKiB() : 0;
+        const push = await pushWithoutReading(client.socket);
+        assert.ok(push.stalled, `push did not stall (${push.sent} bytes)`);
+        assert.ok(push.sent < 64 * MiB, `stalled only at ${push.sent} bytes`);
+        if (!measure) return t.skip("no /proc to read memory from");
+        const grownMiB = (server.rssKiB() - rssBefore) / 1024;
+        assert.ok(grownMiB < 32, `server memory grew ${grownMiB} MiB`);
+      }),
+  );
+
+  test(`${mode}: an idle client is told and closed`, () =>
+    withClient(mode, ["--idle-timeout", "1"], async (client, server) => {
+      assert.equal(await client.nextLine(), "ERROR idle timeout");
+      assert.equal(await client.rest(), "", "then closes");
+      await server.waitForLine(/^#1 .* closed .*\(idle timeout\)$/);
+    }));
+
+  // Without the timeout, a client that sends but never reads would pin its
+  // connection (in serial and fixed-pool, a whole worker) forever.
+  test(
+    `${mode}: a client that sends but never reads is closed`,
+    PUSH_TEST,
+    () =>
+      withClient(mode, ["--idle-timeout", "1"], async (client, server) => {
+        // The push stalls, and the client waits on its stalled write: a paused
+        // socket notices the close there (as an error or a reset: both fine).
+        await pushWithoutReading(client.socket, PATIENCE_MS);
+        await client.waitClosed();
+        await server.waitForLine(/^#1 .* closed .*\(idle timeout\)$/);
+      }),
+  );
+}
