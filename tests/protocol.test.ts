@@ -107,6 +107,18 @@ for (const mode of MODE_NAMES) {
       await endInput(client);
       assert.equal(await client.rest(), "", "no second reply");
     }));
+
+  // Each read is decoded on its own, so a character split between two reads
+  // comes back as two replacement characters, one per reply.
+  test(`${mode}: raw framing breaks a character split between reads`, () =>
+    withClient(mode, ["--framing", "raw"], async (client) => {
+      await client.write(Buffer.from([0x63, 0x61, 0x66, 0xc3])); // caf + half é
+      const first = await client.nextBytes(STAMP_LENGTH + 6); // U+FFFD: 3 bytes
+      assert.equal(unstamped(first.toString("utf8")), "caf\uFFFD");
+      await client.write(Buffer.from([0xa9])); // the other half
+      const second = await client.nextBytes(STAMP_LENGTH + 3);
+      assert.equal(unstamped(second.toString("utf8")), "\uFFFD");
+    }));
 }
 
 // Every ctime stamp is as long as this one.
