@@ -13,18 +13,18 @@ import { parseArgs } from "node:util";
 
 const MODE = "thread-per-connection";
 const USAGE = `usage: deno run --allow-net modes/${MODE}.ts [--host 127.0.0.1]
-  [--port 8080] [--backlog N] [--framing line|raw] [--max-line 65536]
+  [--port 8080] [--backlog 511] [--framing line|raw] [--max-line 65536]
   [--idle-timeout 300] [--grace 5] [--max-connections 0] [--quiet] [--help]`;
 
 type Options = ReturnType<typeof parseOptions>;
 
-export function parseOptions(args: string[]) {
+function parseOptions(args: string[]) {
   const { values: flag } = parseArgs({
     args,
     options: {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8080" },
-      backlog: { type: "string" },
+      backlog: { type: "string", default: "511" }, // Deno's default
       framing: { type: "string", default: "line" },
       "max-line": { type: "string", default: "65536" },
       "idle-timeout": { type: "string", default: "300" },
@@ -40,9 +40,7 @@ export function parseOptions(args: string[]) {
   return {
     ...flag,
     port: int("port", flag.port, 0, 65535),
-    backlog: flag.backlog === undefined
-      ? undefined
-      : int("backlog", flag.backlog),
+    backlog: int("backlog", flag.backlog),
     maxLine: int("max-line", flag["max-line"]),
     idleTimeout: int("idle-timeout", flag["idle-timeout"], 0),
     grace: int("grace", flag.grace, 0),
@@ -97,6 +95,7 @@ function serve(conn: Deno.Conn, options: Options): Promise<void> {
 
 const READ_SIZE = 1024; // the tutorial's recv(1024)
 const LF = 10, CR = 13;
+const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder(); // invalid UTF-8 becomes U+FFFD, no throw
 
@@ -106,7 +105,7 @@ class Connection {
   lastProgress = Date.now();
   messages = 0;
   #peer = "";
-  #unfinished = new Uint8Array(0); // a line whose \n has not arrived yet
+  #unfinished = EMPTY; // a line whose \n has not arrived yet
   #writing = false;
   #endReason = "";
   #goodbye: Promise<unknown> = Promise.resolve();
@@ -161,9 +160,12 @@ class Connection {
   // Answers every complete line; keeps the rest until its \n arrives.
   #answer(bytes: Uint8Array): string {
     if (this.options.framing === "raw") return this.#reply(bytes);
-    const data = new Uint8Array(this.#unfinished.length + bytes.length);
-    data.set(this.#unfinished);
-    data.set(bytes, this.#unfinished.length);
+    let data = bytes;
+    if (this.#unfinished.length) {
+      data = new Uint8Array(this.#unfinished.length + bytes.length);
+      data.set(this.#unfinished);
+      data.set(bytes, this.#unfinished.length);
+    }
     let replies = "";
     let start = 0;
     for (let lf = data.indexOf(LF); lf !== -1; lf = data.indexOf(LF, start)) {
@@ -171,7 +173,8 @@ class Connection {
       if (this.#endReason) return replies;
       start = lf + 1;
     }
-    this.#unfinished = data.subarray(start);
+    // A copy: `bytes` is the read buffer, which the next read overwrites.
+    this.#unfinished = start === data.length ? EMPTY : data.slice(start);
     const tooLong = this.#unfinished.length > this.options.maxLine + 1;
     return tooLong ? replies + this.#answerLine(this.#unfinished) : replies;
   }
@@ -185,7 +188,7 @@ class Connection {
 
   #reply(bytes: Uint8Array): string {
     this.messages++;
-    return `[${ctime(new Date())}] ${decoder.decode(bytes)}`;
+    return stamp() + decoder.decode(bytes);
   }
 
   // A write may take only part of the bytes; loop until all are written.
@@ -218,6 +221,18 @@ function closeIdleConnections(idleTimeout: number) {
       if (connection.lastProgress < stale) connection.end("idle timeout");
     }
   }, 1000);
+}
+
+// ctime() counts whole seconds, so one formatting serves a second's replies.
+let stampSecond = 0;
+let stampText = "";
+function stamp(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== stampSecond) {
+    stampSecond = second;
+    stampText = `[${ctime(new Date(second * 1000))}] `;
+  }
+  return stampText;
 }
 
 // C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
