@@ -86,11 +86,11 @@ async function connect({ host, port, connectTimeout }: Options) {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-// Reads replies: a line each (line framing), or whatever one read returns
-// (raw framing, like the tutorial's client).
+// Reads replies: a line each (line framing), or whatever one read of up to
+// 1024 bytes returns (raw framing, like the tutorial's client).
 class Replies {
   #pending = new Uint8Array(0);
-  #buffer = new Uint8Array(64 * 1024);
+  #buffer = new Uint8Array(1024);
 
   constructor(readonly conn: Deno.Conn) {}
 
@@ -122,7 +122,8 @@ class Replies {
   }
 }
 
-// Sends each message and prints its reply before sending the next.
+// Sends each message and prints its reply before sending the next. In raw
+// framing an empty message is skipped: zero bytes get no reply.
 async function converse(
   conn: Deno.Conn,
   framing: string,
@@ -130,14 +131,24 @@ async function converse(
 ) {
   const replies = new Replies(conn);
   for await (const message of messages) {
-    const text = framing === "raw" ? message : message + "\n";
-    try {
-      await conn.write(encoder.encode(text));
-    } catch {
-      fail("connection reset by server");
-    }
-    if (framing === "raw") console.log(decoder.decode(await replies.read()));
-    else console.log(await replies.line());
+    if (framing === "raw" && message === "") continue;
+    await send(conn, framing === "raw" ? message : message + "\n");
+    const reply = framing === "raw"
+      ? decoder.decode(await replies.read())
+      : await replies.line();
+    console.log(reply);
+    // The server says why it ends a connection, then closes it.
+    if (reply.startsWith("ERROR ")) fail("server closed the connection");
+  }
+}
+
+// A write may take only part of the bytes; loop until all are written.
+async function send(conn: Deno.Conn, text: string) {
+  let bytes = encoder.encode(text);
+  try {
+    while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
+  } catch {
+    fail("connection reset by server");
   }
 }
 
@@ -146,6 +157,7 @@ async function* typedLines(lines: AsyncIterator<string>) {
   for (;;) {
     process.stdout.write("> ");
     const { value, done } = await lines.next();
+    if (done) process.stdout.write("\n"); // Ctrl+D leaves the cursor after "> "
     if (done || value === "") return;
     yield value;
   }

@@ -66,21 +66,23 @@ async function acceptLoop(listener: Deno.Listener, options: Options) {
   }
 }
 
-const server = { connections: 0, messages: 0, stopSignalAt: 0 };
+const server = { connections: 0, messages: 0, stopSignal: "", stopAt: 0 };
 const open = new Map<Connection, Promise<void>>(); // each with its end
-let acceptFailures = 0;
+let acceptTroubleLoggedAt = 0;
 
 // The next connection, or null once the listener is closed. When accept fails
-// (out of file descriptors, say), log once and retry calmly, never spin.
+// (out of file descriptors, say), retry calmly, never spin, and log at most
+// one line per burst of failures.
 async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
   for (;;) {
     try {
-      const conn = await listener.accept();
-      acceptFailures = 0;
-      return conn;
+      return await listener.accept();
     } catch (err) {
-      if (server.stopSignalAt) return null;
-      if (acceptFailures++ === 0) console.log(`accept failing: ${err}`);
+      if (server.stopSignal) return null;
+      if (Date.now() - acceptTroubleLoggedAt > 10_000) {
+        acceptTroubleLoggedAt = Date.now();
+        console.log(`accept failing, retrying: ${(err as Error).message}`);
+      }
       await new Promise((retry) => setTimeout(retry, 100));
     }
   }
@@ -106,8 +108,9 @@ class Connection {
   messages = 0;
   #peer = "";
   #unfinished = EMPTY; // a line whose \n has not arrived yet
-  #writing = false;
+  #sending: Promise<unknown> = Promise.resolve(); // the write in flight
   #endReason = "";
+  #lineTooLong = false;
   #goodbye: Promise<unknown> = Promise.resolve();
   #closed = false;
 
@@ -136,25 +139,39 @@ class Connection {
     const buffer = new Uint8Array(READ_SIZE);
     for (;;) {
       const n = await this.conn.read(buffer);
-      if (this.#endReason) return;
       if (n === null) break;
+      if (this.#endReason) continue; // ending: input is dropped, see end()
       this.lastProgress = Date.now();
       await this.#send(this.#answer(buffer.subarray(0, n)));
-      if (this.#endReason) return;
+      if (this.#lineTooLong) {
+        this.end(
+          "line too long",
+          `line longer than ${this.options.maxLine} bytes`,
+        );
+      }
     }
     const lastLine = this.#unfinished; // input ended without a final \n
-    if (lastLine.length) await this.#send(this.#answerLine(lastLine));
+    if (lastLine.length && !this.#endReason) {
+      await this.#send(this.#answerLine(lastLine));
+    }
   }
 
-  // Ends the connection from the server's side, telling the peer why unless a
-  // reply is stuck. Even this line may find no room, so it gets one second.
-  end(reason: string) {
+  // Ends the connection from the server's side: after any reply in flight, a
+  // last line says why, then FIN. Input is read and dropped until the peer
+  // closes too, because closing with unread input makes the kernel reset the
+  // connection, and the peer loses what it has not read yet. A connection that
+  // makes no progress for a second is closed all the same.
+  end(reason: string, why = reason) {
     if (this.#endReason) return;
     this.#endReason = reason;
-    if (this.#writing) return this.#close();
-    setTimeout(() => this.#close(), 1000);
-    this.#goodbye = this.conn.write(encoder.encode(`ERROR ${reason}\n`))
-      .catch(() => 0).finally(() => this.#close());
+    const closeWhenStuck = () => {
+      if (Date.now() - this.lastProgress >= 1000) this.#close();
+      else setTimeout(closeWhenStuck, 1000);
+    };
+    setTimeout(closeWhenStuck, 1000);
+    const goodbye = encoder.encode(`ERROR ${why}\n`);
+    this.#goodbye = this.#sending.then(() => this.#writeAll(goodbye))
+      .then(() => this.conn.closeWrite()).catch(() => this.#close());
   }
 
   // Answers every complete line; keeps the rest until its \n arrives.
@@ -170,20 +187,22 @@ class Connection {
     let start = 0;
     for (let lf = data.indexOf(LF); lf !== -1; lf = data.indexOf(LF, start)) {
       replies += this.#answerLine(data.subarray(start, lf));
-      if (this.#endReason) return replies;
+      if (this.#lineTooLong) return replies;
       start = lf + 1;
     }
     // A copy: `bytes` is the read buffer, which the next read overwrites.
     this.#unfinished = start === data.length ? EMPTY : data.slice(start);
-    const tooLong = this.#unfinished.length > this.options.maxLine + 1;
-    return tooLong ? replies + this.#answerLine(this.#unfinished) : replies;
+    // Past --max-line, only a \r whose \n is still to come may wait.
+    const rest = this.#unfinished;
+    const allowed = this.options.maxLine + (rest.at(-1) === CR ? 1 : 0);
+    return rest.length > allowed ? replies + this.#answerLine(rest) : replies;
   }
 
   #answerLine(line: Uint8Array): string {
     if (line.at(-1) === CR) line = line.subarray(0, -1);
     if (line.length <= this.options.maxLine) return this.#reply(line) + "\n";
-    this.#endReason = "line too long";
-    return `ERROR line longer than ${this.options.maxLine} bytes\n`;
+    this.#lineTooLong = true;
+    return "";
   }
 
   #reply(bytes: Uint8Array): string {
@@ -191,15 +210,16 @@ class Connection {
     return stamp() + decoder.decode(bytes);
   }
 
+  #send(text: string): Promise<unknown> {
+    return this.#sending = this.#writeAll(encoder.encode(text));
+  }
+
   // A write may take only part of the bytes; loop until all are written.
-  async #send(text: string) {
-    this.#writing = true;
-    let bytes = encoder.encode(text);
+  async #writeAll(bytes: Uint8Array) {
     while (bytes.length) {
       bytes = bytes.subarray(await this.conn.write(bytes));
       this.lastProgress = Date.now();
     }
-    this.#writing = false;
   }
 
   #close() {
@@ -212,7 +232,7 @@ class Connection {
   }
 }
 
-// One timer for every connection: progress itself only stamps a time.
+// One timer checks all connections; progress itself only stamps a time.
 function closeIdleConnections(idleTimeout: number) {
   if (idleTimeout === 0) return;
   setInterval(() => {
@@ -242,14 +262,22 @@ export function ctime(date: Date): string {
 }
 
 // First signal: stop accepting (clients in the backlog are dropped), give open
-// connections --grace seconds, then end the rest. A second signal: exit now,
-// unless it is the same Ctrl+C twice (from the terminal and from `deno task`).
-async function shutdown(listener: Deno.Listener, grace: number) {
-  if (server.stopSignalAt) {
-    if (Date.now() - server.stopSignalAt > 500) Deno.exit(130);
+// connections --grace seconds, then end the rest. A second signal: exit now.
+// One Ctrl+C can arrive twice at once: from the terminal, and forwarded by
+// `deno task`; the same signal within 100 ms counts as the same press.
+async function shutdown(
+  signal: string,
+  listener: Deno.Listener,
+  grace: number,
+) {
+  if (server.stopSignal) {
+    const samePress = signal === server.stopSignal &&
+      Date.now() - server.stopAt < 100;
+    if (!samePress) Deno.exit(130);
     return;
   }
-  server.stopSignalAt = Date.now();
+  server.stopSignal = signal;
+  server.stopAt = Date.now();
   listener.close();
   console.log(`stopping: ${open.size} open, waiting up to ${grace} s`);
   const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
@@ -283,15 +311,19 @@ if (import.meta.main) {
   try {
     options = parseOptions(Deno.args);
   } catch (err) {
-    fail((err as Error).message.split(". ")[0], 2); // parseArgs says more
+    fail((err as Error).message.split(/\.\s/)[0], 2); // parseArgs says more
   }
   if (options.help) {
     console.log(USAGE);
     Deno.exit(0);
   }
   const listener = listen(options);
-  Deno.addSignalListener("SIGINT", () => shutdown(listener, options.grace));
-  Deno.addSignalListener("SIGTERM", () => shutdown(listener, options.grace));
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(
+      signal,
+      () => shutdown(signal, listener, options.grace),
+    );
+  }
   closeIdleConnections(options.idleTimeout);
   const { port } = listener.addr as Deno.NetAddr;
   console.log(`${MODE} listening on ${options.host}:${port}`);

@@ -6,9 +6,11 @@ import {
   expectReply,
   MODE_NAMES,
   MODES,
+  pushWithoutReading,
   runScript,
   type Server,
   TestClient,
+  unstamped,
   withClient,
   withServer,
 } from "./helpers.ts";
@@ -35,6 +37,7 @@ for (const mode of MODE_NAMES) {
     ["--bogus"],
     ["--port", "70000"],
     ["--port", "abc"],
+    ["--port", "-1"], // parseArgs' own message spans lines: one is shown
     ["--framing", "xml"],
     ...(mode === "fixed-pool" ? [["--pool-size", "0"]] : []),
   ];
@@ -106,12 +109,33 @@ for (const mode of MODE_NAMES) {
       }));
   }
 
+  // A reply that is being written when the signal comes is finished first,
+  // and the goodbye follows it. Here the client stops reading until the
+  // server is stuck mid-reply (the client's own writes stall), then reads.
+  test(
+    `${mode} --grace 0: a reply in flight is finished, then the goodbye`,
+    { timeout: 60_000 },
+    () =>
+      withClient(mode, ["--grace", "0"], async (client, server) => {
+        const push = await pushWithoutReading(client.socket);
+        assert.ok(push.stalled, "the server never got stuck writing");
+        server.signal("SIGTERM");
+        await server.waitForLine(stopping);
+        client.socket.resume();
+        const lines = (await client.rest()).split("\n");
+        assert.equal(lines.pop(), "", "ends with a whole line");
+        assert.equal(lines.pop(), "ERROR server shutting down");
+        assert.equal(unstamped(lines.pop()!), "x".repeat(1023));
+        assert.equal((await server.exit()).code, 0);
+      }),
+  );
+
   test(`${mode}: a second signal exits at once with status 130`, () =>
     withClient(mode, ["--grace", "30"], async (_client, server) => {
       server.signal("SIGTERM");
       await server.waitForLine(stopping);
       // A second press comes later than the doubled Ctrl+C of the next test.
-      await new Promise((resolve) => setTimeout(resolve, 600));
+      await new Promise((resolve) => setTimeout(resolve, 300));
       server.signal("SIGTERM");
       assert.deepEqual(await server.exit(), { code: 130, signal: null });
       assert.ok(

@@ -8,6 +8,7 @@ import net from "node:net";
 import {
   Child,
   CLIENT,
+  IS_BUN,
   ROOT,
   runScript,
   scriptArgs,
@@ -57,10 +58,12 @@ test("client: a refused connection gives one clear line and exit 1", async () =>
   const port = await unusedPort();
   const run = await runScript(CLIENT, ["--port", `${port}`, "-m", "x"]);
   assert.equal(run.code, 1);
+  // The hint names the command that starts a server in the runtime in use.
+  const start = IS_BUN ? "bun modes/serial.ts" : "deno task serial";
   assert.equal(
     run.stderr,
     `error: cannot connect to 127.0.0.1:${port} (connection refused); ` +
-      "start a server first, e.g. deno task serial\n",
+      `start a server first, e.g. ${start}\n`,
   );
 });
 
@@ -88,6 +91,51 @@ test("client: a connect to a full backlog times out", {
       for (const client of [served, ...queued]) client.close();
     }
   });
+});
+
+test("client: an ERROR reply is shown, then reported as the close, exit 1", async () => {
+  await withServer("serial", ["--max-line", "4"], async (server) => {
+    const args = ["--port", `${server.port}`, "-m", "too long"];
+    const run = await runScript(CLIENT, args);
+    assert.equal(run.code, 1);
+    assert.equal(run.stdout, "ERROR line longer than 4 bytes");
+    assert.equal(run.stderr, "error: server closed the connection\n");
+  });
+});
+
+test("client --framing raw skips an empty line: zero bytes get no reply", async () => {
+  await withServer("serial", ["--framing", "raw"], async (server) => {
+    const args = ["--port", `${server.port}`, "--framing", "raw"];
+    const run = await runScript(CLIENT, args, "a\n\nb\n");
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(replyTexts(run.stdout), ["a", "b"]);
+  });
+});
+
+// One write can take only part of a big message (the socket buffer fills),
+// so the client must loop. A stand-in peer counts the bytes of the line.
+test("client sends a line bigger than one write in full", async () => {
+  const size = 8 * 1024 * 1024;
+  let received = 0;
+  const peer = net.createServer((socket) => {
+    socket.on("data", (data) => {
+      received += data.length;
+      if (data.at(-1) === 10) socket.end(`got ${received} bytes\n`);
+    });
+  });
+  await new Promise<void>((ready) => peer.listen(0, "127.0.0.1", ready));
+  const { port } = peer.address() as net.AddressInfo;
+  try {
+    const run = await runScript(
+      CLIENT,
+      ["--port", `${port}`],
+      "y".repeat(size) + "\n",
+    );
+    assert.equal(run.stdout, `got ${size + 1} bytes`);
+    assert.equal(run.code, 0, run.stderr);
+  } finally {
+    peer.close();
+  }
 });
 
 // A stand-in server that reads the first line, then closes or resets.

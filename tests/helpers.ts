@@ -25,14 +25,18 @@ export const PATIENCE_MS = 15_000;
 export const STAMP =
   /^\[(Sun|Mon|Tue|Wed|Thu|Fri|Sat) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 123]\d \d\d:\d\d:\d\d \d{4}\] /;
 
+// True when Bun runs the tests (and so the scripts), false under Deno.
+export const IS_BUN =
+  typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+
 // The command line that runs a script under the runtime running the tests.
 export function scriptArgs(script: string, args: string[]): string[] {
-  const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
-  return isBun ? [script, ...args] : ["run", "--allow-net", script, ...args];
+  return IS_BUN ? [script, ...args] : ["run", "--allow-net", script, ...args];
 }
 
 export type Exit = { code: number | null; signal: string | null };
-type Env = Record<string, string>;
+// How to start a server: extra environment, or a file-descriptor limit.
+type LaunchOptions = { env?: Record<string, string>; fdLimit?: number };
 
 // A running script: its output as lines, and its exit.
 export class Child {
@@ -137,16 +141,26 @@ export class Child {
 export class Server extends Child {
   port = 0;
 
-  static async launch(mode: Mode, args: string[], env?: Env) {
-    const child = spawn(
+  static async launch(mode: Mode, args: string[], options: LaunchOptions = {}) {
+    const { env, fdLimit } = options;
+    let command = [
       process.execPath,
-      scriptArgs(MODES[mode], ["--port", "0", ...args]),
-      {
-        cwd: ROOT,
-        stdio: ["ignore", "pipe", "pipe"],
-        env: env && { ...process.env, ...env },
-      },
-    );
+      ...scriptArgs(MODES[mode], ["--port", "0", ...args]),
+    ];
+    if (fdLimit) {
+      command = [
+        "sh",
+        "-c",
+        `ulimit -n ${fdLimit} && exec "$@"`,
+        "sh",
+        ...command,
+      ];
+    }
+    const child = spawn(command[0], command.slice(1), {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: env && { ...process.env, ...env },
+    });
     const server = new Server(child);
     try {
       const line = await server.waitForLine(/ listening on /);
@@ -156,6 +170,13 @@ export class Server extends Child {
       throw err;
     }
     return server;
+  }
+
+  // CPU time used so far, in clock ticks (usually 1/100 s), from /proc.
+  cpuTicks(): number {
+    const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]); // utime + stime
   }
 
   // Resident memory in KiB, from /proc (Linux only).
@@ -170,9 +191,9 @@ export async function withServer(
   mode: Mode,
   args: string[],
   body: (server: Server) => Promise<void>,
-  env?: Env,
+  options?: LaunchOptions,
 ): Promise<void> {
-  const server = await Server.launch(mode, args, env);
+  const server = await Server.launch(mode, args, options);
   try {
     await body(server);
   } finally {
@@ -238,15 +259,16 @@ export async function runScript(
 
 // A raw TCP client for tests: every byte it receives is kept in `received`.
 export class TestClient {
-  received = Buffer.alloc(0);
   readonly closed: Promise<void>;
+  #chunks: Buffer[] = [];
+  #joined = Buffer.alloc(0);
   error?: Error;
   #consumed = 0;
   #waiters: (() => void)[] = [];
 
   constructor(readonly socket: net.Socket) {
     socket.on("data", (data: Buffer) => {
-      this.received = Buffer.concat([this.received, data]);
+      this.#chunks.push(data);
       this.#wake();
     });
     socket.on("error", (err) => this.error = err);
@@ -275,6 +297,14 @@ export class TestClient {
         reject(err);
       });
     });
+  }
+
+  // Every byte received so far (joined only when asked: megabytes can come).
+  get received(): Buffer {
+    if (this.#chunks.length) {
+      this.#joined = Buffer.concat([this.#joined, ...this.#chunks.splice(0)]);
+    }
+    return this.#joined;
   }
 
   get isClosed(): boolean {
@@ -359,6 +389,37 @@ export class TestClient {
   #wake() {
     for (const wake of this.#waiters.splice(0)) wake();
   }
+}
+
+export const MiB = 1024 * 1024;
+export const CHUNK = Buffer.from(("x".repeat(1023) + "\n").repeat(1024)); // 1 MiB
+// Sends CHUNKs and never reads a reply, until a chunk is not taken within
+// `stallMs` (the push has stalled), the connection ends, or 100 MiB are out.
+export async function pushWithoutReading(socket: net.Socket, stallMs = 1000) {
+  socket.pause();
+  let sent = 0;
+  while (sent < 100 * MiB && !socket.destroyed) {
+    sent += CHUNK.length;
+    if (!socket.write(CHUNK) && !await drained(socket, stallMs)) {
+      return { stalled: !socket.destroyed, sent };
+    }
+  }
+  return { stalled: false, sent };
+}
+
+// True on "drain", false on close or after `ms`.
+function drained(socket: net.Socket, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (drained: boolean) => {
+      clearTimeout(timer);
+      socket.off("drain", onDrain).off("close", onClose);
+      resolve(drained);
+    };
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    const timer = setTimeout(onClose, ms);
+    socket.on("drain", onDrain).on("close", onClose);
+  });
 }
 
 // A loopback port with nothing listening on it (free a moment ago).

@@ -82,7 +82,7 @@ for (const mode of MODE_NAMES) {
       } finally {
         client.close();
       }
-    }, { TZ: ZONE }));
+    }, { env: { TZ: ZONE } }));
 
   // --framing raw is the tutorial's protocol: each read is answered as is.
   test(`${mode}: raw framing answers each read`, () =>

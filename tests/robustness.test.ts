@@ -4,14 +4,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import type net from "node:net";
 import {
+  MiB,
   MODE_NAMES,
   PATIENCE_MS,
+  pushWithoutReading,
   type Server,
   TestClient,
   unstamped,
   withClient,
+  withServer,
 } from "./helpers.ts";
 
 // A new client gets its line echoed: the server is still serving.
@@ -25,38 +27,7 @@ async function assertServes(server: Server): Promise<void> {
   }
 }
 
-const MiB = 1024 * 1024;
-const CHUNK = Buffer.from(("x".repeat(1023) + "\n").repeat(1024)); // 1 MiB
 const PUSH_TEST = { timeout: 60_000 };
-
-// Sends CHUNKs and never reads a reply, until a chunk is not taken within
-// `stallMs` (the push has stalled), the connection ends, or 100 MiB are out.
-async function pushWithoutReading(socket: net.Socket, stallMs = 1000) {
-  socket.pause();
-  let sent = 0;
-  while (sent < 100 * MiB && !socket.destroyed) {
-    sent += CHUNK.length;
-    if (!socket.write(CHUNK) && !await drained(socket, stallMs)) {
-      return { stalled: !socket.destroyed, sent };
-    }
-  }
-  return { stalled: false, sent };
-}
-
-// True on "drain", false on close or after `ms`.
-function drained(socket: net.Socket, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const done = (drained: boolean) => {
-      clearTimeout(timer);
-      socket.off("drain", onDrain).off("close", onClose);
-      resolve(drained);
-    };
-    const onDrain = () => done(true);
-    const onClose = () => done(false);
-    const timer = setTimeout(onClose, ms);
-    socket.on("drain", onDrain).on("close", onClose);
-  });
-}
 
 for (const mode of MODE_NAMES) {
   test(`${mode}: a line over --max-line is refused`, () =>
@@ -72,10 +43,17 @@ for (const mode of MODE_NAMES) {
 
   test(`${mode}: a long line is refused before its newline`, () =>
     withClient(mode, ["--max-line", "10"], async (client) => {
-      // 11 bytes could still be 10 and a "\r": the server waits for more.
-      await client.write("x".repeat(11));
-      assert.ok(await client.silentFor(300), "refused 11 bytes too soon");
-      await client.write("x".repeat(9)); // 20 bytes, and never a "\n"
+      // 10 bytes and a "\r" may still be a 10-byte line: the server waits.
+      await client.write("x".repeat(10) + "\r");
+      assert.ok(await client.silentFor(300), "refused a possible CRLF");
+      await client.write("x"); // no longer a line of 10: refused at once
+      assert.equal(await client.nextLine(), "ERROR line longer than 10 bytes");
+      assert.equal(await client.rest(), "", "then closes");
+    }));
+
+  test(`${mode}: 11 bytes without "\r" are refused without waiting`, () =>
+    withClient(mode, ["--max-line", "10"], async (client) => {
+      await client.write("x".repeat(11)); // and never a "\n"
       assert.equal(await client.nextLine(), "ERROR line longer than 10 bytes");
       assert.equal(await client.rest(), "", "then closes");
     }));
@@ -140,4 +118,44 @@ for (const mode of MODE_NAMES) {
         await server.waitForLine(/^#1 .* closed .*\(idle timeout\)$/);
       }),
   );
+}
+
+// Serial never holds more than one connection; the other two can run out of
+// file descriptors when clients keep coming.
+for (
+  const [mode, args] of [
+    ["thread-per-connection", []],
+    ["fixed-pool", ["--pool-size", "200"]],
+  ] as const
+) {
+  test(`${mode}: out of file descriptors: one log line, no spin, recovers`, {
+    skip: !existsSync("/proc/self/stat") && "reads CPU time from /proc",
+  }, () =>
+    withServer(mode, [...args], async (server) => {
+      const clients: TestClient[] = [];
+      try {
+        // The kernel completes connects past the limit; accept() then fails.
+        for (let i = 0; i < 80; i++) {
+          clients.push(await TestClient.connect(server.port));
+        }
+        await server.waitForLine(/^accept failing, retrying: /);
+        const ticks = server.cpuTicks();
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        assert.ok(server.cpuTicks() - ticks < 50, "busy while accept fails");
+        // Each close lets one more in and the next accept fails again: a
+        // burst of failures, logged once.
+        for (const client of clients.splice(0, 20)) {
+          client.close();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        for (const client of clients.splice(0)) client.close();
+        await assertServes(server);
+        const trouble = server.stdoutLines.filter((line) =>
+          line.startsWith("accept failing")
+        );
+        assert.equal(trouble.length, 1, trouble.join("\n"));
+      } finally {
+        for (const client of clients) client.close();
+      }
+    }, { fdLimit: 64 }));
 }
