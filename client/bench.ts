@@ -1,0 +1,888 @@
+/**
+ * Benchmark: starts each mode on a free port and measures what its
+ * concurrency model buys and costs. All traffic stays on 127.0.0.1.
+ *
+ * Run:   deno run -A client/bench.ts              (or: deno task bench)
+ *        -A because Deno lets a script read /proc (the server's memory and
+ *        CPU) only with --allow-all. Without /proc it needs just
+ *        --allow-net=127.0.0.1 --allow-run --allow-write, and says what it
+ *        skipped.
+ * See:   a progress line on stderr, then markdown tables on stdout, in
+ *        about a minute:
+ *        (a) hold: 20 clients connect at once, each keeps its connection
+ *            200 ms after its reply. Serial answers them in turn (about
+ *            20 x 200 ms), fixed-pool 10 at a time (about 2 x 200 ms),
+ *            a task per connection all at once (about 200 ms).
+ *        (b) ping-pong at 1, 16 and 256 connections: replies/s, p50, p99,
+ *            and whether the client, not the server, set the pace.
+ *        (c) memory per idle connection (Linux).
+ *        With --svg FILE, a chart of (a) and (b).
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+
+const MODES = ["serial", "fixed-pool", "thread-per-connection"] as const;
+type Mode = typeof MODES[number];
+
+const USAGE = `usage: deno task bench [--modes ${MODES.join(",")}]
+  [--conns 1,16,256] [--seconds 3] [--idle 1000] [--svg FILE] [--help]`;
+
+type Options = ReturnType<typeof parseOptions>;
+
+function parseOptions(args: string[]) {
+  const { values: flag } = parseArgs({
+    args,
+    options: {
+      modes: { type: "string", default: MODES.join(",") },
+      conns: { type: "string", default: "1,16,256" },
+      seconds: { type: "string", default: "3" },
+      idle: { type: "string", default: "1000" },
+      svg: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  const modes = flag.modes.split(",").map((name) => {
+    if (MODES.includes(name as Mode)) return name as Mode;
+    throw new Error(`--modes takes ${MODES.join(", ")}, not "${name}"`);
+  });
+  return {
+    ...flag,
+    modes: [...new Set(modes)],
+    conns: flag.conns.split(",").map((text) => int("conns", text, 1, 10000)),
+    seconds: int("seconds", flag.seconds, 1, 600),
+    idle: int("idle", flag.idle, 0, 100000), // 0 skips the memory test
+  };
+}
+
+function int(name: string, text: string, min: number, max: number) {
+  if (/^\d+$/.test(text) && +text >= min && +text <= max) return +text;
+  throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
+}
+
+const HOST = "127.0.0.1";
+const HOLD_CLIENTS = 20;
+const HOLD_MS = 200;
+const HOLD_POOL = 10; // the tutorial's pool
+const CONNECT_MS = 3000; // past a full backlog, Linux lets a handshake hang
+const DRAIN_MS = 300; // for the last replies of a ping-pong row
+const SETTLE_MS = 500; // before reading the server's memory
+const CLIENT_BOUND = 90; // % of one core at which the bench is the limit
+const LINE = 16; // bytes per request: 15 characters and "\n"
+
+// ---- Servers: child processes of this Deno, stopped by PID, always.
+
+const running = new Set<Server>();
+
+class Server {
+  port = 0;
+  #exited = false;
+  readonly #status: Promise<Deno.CommandStatus>;
+
+  constructor(readonly mode: Mode, readonly child: Deno.ChildProcess) {
+    this.#status = child.status.finally(() => this.#exited = true);
+  }
+
+  static async start(mode: Mode, args: string[]): Promise<Server> {
+    const script = new URL(`../modes/${mode}.ts`, import.meta.url).href;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        ...["run", `--allow-net=${HOST}`, script, "--port", "0", "--quiet"],
+        ...["--grace", "0", ...args], // nothing to wait for when we stop it
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const server = new Server(mode, child);
+    running.add(server);
+    const line = await firstLine(child, 15_000);
+    server.port = Number(/ listening on .*:(\d+)$/.exec(line)?.[1]);
+    if (!server.port) {
+      await server.stop();
+      throw new Error(`${mode} did not start: ${line || "no output"}`);
+    }
+    return server;
+  }
+
+  // Resident memory in KiB, or null without /proc.
+  rssKiB(): number | null {
+    const status = readProc(`/proc/${this.child.pid}/status`);
+    const kib = status && /VmRSS:\s+(\d+)/.exec(status)?.[1];
+    return kib ? Number(kib) : null;
+  }
+
+  // CPU seconds used so far, all threads, or null without /proc.
+  cpuSeconds(): number | null {
+    const stat = readProc(`/proc/${this.child.pid}/stat`);
+    if (!stat) return null;
+    // After "pid (name) ": utime and stime are fields 12 and 13, counted
+    // in 1/100 s (USER_HZ, 100 on Linux as good as everywhere).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  }
+
+  // SIGTERM, and SIGKILL if it is not gone within two seconds.
+  async stop(): Promise<void> {
+    running.delete(this);
+    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+      if (this.#exited) break;
+      try {
+        Deno.kill(this.child.pid, signal);
+      } catch { /* gone already */ }
+      await Promise.race([this.#status, sleep(2000)]);
+    }
+    await this.#status;
+  }
+}
+
+// The first line of the child's stdout. The rest of its output is drained,
+// so that it can never block on a full pipe.
+async function firstLine(child: Deno.ChildProcess, ms: number) {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
+  const timeout = sleep(ms).then(() => ({ done: true, value: "" }));
+  let text = "";
+  while (!text.includes("\n")) {
+    const { done, value } = await Promise.race([reader.read(), timeout]);
+    if (done) break;
+    text += value;
+  }
+  drain(reader);
+  drain(child.stderr.getReader());
+  return text.split("\n")[0];
+}
+
+async function drain(reader: ReadableStreamDefaultReader<unknown>) {
+  try {
+    while (!(await reader.read()).done);
+  } catch { /* the process is gone */ }
+}
+
+async function withServer<T>(
+  mode: Mode,
+  args: string[],
+  body: (server: Server) => Promise<T>,
+): Promise<T> {
+  const server = await Server.start(mode, args);
+  try {
+    return await body(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---- Connections: Deno.connect, reads into a small reused buffer, one
+// awaited write per request. Web streams would cost the client far more CPU.
+
+const encoder = new TextEncoder();
+
+// Opens up to `count` connections within CONNECT_MS, 128 handshakes at a
+// time; past a full backlog, a handshake hangs rather than fails.
+async function connectMany(port: number, count: number) {
+  const signal = AbortSignal.timeout(CONNECT_MS);
+  const conns: Deno.Conn[] = [];
+  let started = 0;
+  let error = "";
+  async function lane() {
+    while (started < count && !signal.aborted) {
+      started++;
+      try {
+        conns.push(await Deno.connect({ hostname: HOST, port, signal }));
+      } catch (err) {
+        if (!signal.aborted) error ||= (err as Error).message;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(count, 128) }, lane));
+  return { conns, error };
+}
+
+function closeAll(conns: Iterable<Deno.Conn>) {
+  for (const conn of conns) {
+    try {
+      conn.close();
+    } catch { /* closed already */ }
+  }
+}
+
+// Request `seq` of connection `id`, e.g. "00007 000000042\n": every request
+// differs, so a reply to the wrong one is caught.
+function request(id: number, seq: number, into: Uint8Array) {
+  const digits = (n: number, width: number) =>
+    String(n % 10 ** width).padStart(width, "0");
+  encoder.encodeInto(`${digits(id, 5)} ${digits(seq, 9)}\n`, into);
+}
+
+// A write may take only part of the bytes.
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
+  while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
+}
+
+// Reads one reply line into `buffer`; returns its length with the "\n".
+async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
+  let filled = 0;
+  for (;;) {
+    const n = await conn.read(buffer.subarray(filled));
+    if (n === null) throw new Error("server closed the connection");
+    const lf = buffer.subarray(0, filled + n).indexOf(10, filled);
+    filled += n;
+    if (lf === filled - 1) return filled;
+    if (lf !== -1 || filled === buffer.length) throw new WrongReply();
+  }
+}
+
+class WrongReply extends Error {}
+
+// The reply must be "[<time>] <request>".
+function isEcho(reply: Uint8Array, length: number, sent: Uint8Array) {
+  const at = length - sent.length;
+  const framed = reply[0] === 0x5b && reply[at - 2] === 0x5d && // "[", "]"
+    reply[at - 1] === 0x20;
+  return framed && sent.every((byte, i) => reply[at + i] === byte);
+}
+
+// ---- (a) Hold: every client connects at once and sends one line; after
+// its reply it keeps the connection HOLD_MS. Who waits for whom?
+
+type HoldRow = {
+  server: string;
+  mode: Mode;
+  replied: number;
+  p50: number;
+  max: number;
+  total: number;
+};
+
+async function hold(server: Server): Promise<HoldRow> {
+  const open = new Set<Deno.Conn>();
+  const start = performance.now();
+  // Every wait ends by then: connects are aborted, connections closed.
+  const signal = AbortSignal.timeout(HOLD_CLIENTS * HOLD_MS * 2 + 10_000);
+  signal.onabort = () => closeAll(open);
+  const target = { hostname: HOST, port: server.port, signal };
+  const waits = await Promise.all(
+    Array.from({ length: HOLD_CLIENTS }, (_, id) => holdOne(id, target, open)),
+  );
+  signal.onabort = null;
+  const replied = waits.filter((ms) => ms !== null).sort((a, b) => a - b);
+  return {
+    server: label(server.mode, HOLD_POOL),
+    mode: server.mode,
+    replied: replied.length,
+    p50: percentile(replied, 0.5),
+    max: replied.at(-1) ?? NaN,
+    total: performance.now() - start,
+  };
+}
+
+// Milliseconds from the start of the connect to the reply; null if none.
+async function holdOne(
+  id: number,
+  target: Deno.ConnectOptions,
+  open: Set<Deno.Conn>,
+) {
+  const start = performance.now();
+  let conn: Deno.Conn | undefined;
+  try {
+    conn = await Deno.connect(target);
+    open.add(conn);
+    const line = new Uint8Array(LINE);
+    request(id, 0, line);
+    await writeAll(conn, line);
+    await readLine(conn, new Uint8Array(256));
+    const waited = performance.now() - start;
+    await sleep(HOLD_MS);
+    return waited;
+  } catch {
+    return null;
+  } finally {
+    if (conn) {
+      closeAll([conn]);
+      open.delete(conn);
+    }
+  }
+}
+
+// ---- (b) Ping-pong: each connection sends a line, waits for the whole
+// reply, and sends the next, for --seconds.
+
+type PingRow = {
+  server: string;
+  mode: Mode;
+  conns: number;
+  connected: number;
+  served: number;
+  rate: number;
+  p50: number;
+  p99: number;
+  wrong: number;
+  failed: number;
+  clientCpu: number;
+  serverCpu: number | null;
+  note: string;
+};
+
+type Tally = { latencies: number[]; served: number; wrong: number };
+
+async function pingPong(server: Server, conns: number, seconds: number) {
+  const { conns: open, error } = await connectMany(server.port, conns);
+  const tally: Tally = { latencies: [], served: 0, wrong: 0 };
+  const before = cpuNow(server);
+  const until = performance.now() + seconds * 1000;
+  const loops = open.map((conn, id) => pingPongOne(conn, id, until, tally));
+  await sleep(seconds * 1000);
+  const after = cpuNow(server);
+  // A connection still waiting for a reply after DRAIN_MS was never served
+  // (serial): closing it ends its wait.
+  await Promise.race([Promise.all(loops), sleep(DRAIN_MS)]);
+  closeAll(open);
+  const failed = (await Promise.all(loops)).filter((ok) => !ok).length;
+  const latencies = tally.latencies.sort((a, b) => a - b);
+  return {
+    conns,
+    connected: open.length,
+    served: tally.served,
+    rate: latencies.length / seconds,
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    wrong: tally.wrong,
+    failed,
+    ...cpuPercent(before, after),
+    note: error && `connect failed: ${error}`,
+  };
+}
+
+// Counts the replies that arrive before `until`. False if the connection
+// failed before then (closing it afterwards is ours, and fine).
+async function pingPongOne(
+  conn: Deno.Conn,
+  id: number,
+  until: number,
+  tally: Tally,
+) {
+  const line = new Uint8Array(LINE);
+  const reply = new Uint8Array(256); // reused: no garbage per message
+  try {
+    for (let seq = 0; performance.now() < until; seq++) {
+      request(id, seq, line);
+      const sent = performance.now();
+      await writeAll(conn, line);
+      const length = await readLine(conn, reply);
+      const now = performance.now();
+      if (now >= until) break;
+      if (!isEcho(reply, length, line)) tally.wrong++;
+      if (seq === 0) tally.served++;
+      tally.latencies.push(now - sent);
+    }
+    return true;
+  } catch (err) {
+    if (err instanceof WrongReply) tally.wrong++;
+    return performance.now() >= until;
+  }
+}
+
+type Cpu = { at: number; client: number; server: number | null };
+
+function cpuNow(server: Server): Cpu {
+  const { user, system } = process.cpuUsage(); // microseconds
+  const client = (user + system) / 1e6;
+  return { at: performance.now(), client, server: server.cpuSeconds() };
+}
+
+// CPU use between two readings, as % of one core.
+function cpuPercent(before: Cpu, after: Cpu) {
+  const seconds = (after.at - before.at) / 1000;
+  const percent = (from: number | null, to: number | null) =>
+    from === null || to === null ? null : 100 * (to - from) / seconds;
+  return {
+    clientCpu: percent(before.client, after.client)!,
+    serverCpu: percent(before.server, after.server),
+  };
+}
+
+// ---- (c) Memory: the server's resident memory before and after opening
+// --idle connections that then sit idle.
+
+type IdleRow = {
+  server: string;
+  mode: Mode;
+  count: number;
+  connected: number;
+  served: number;
+  before: number;
+  after: number;
+  note: string;
+};
+
+async function idle(server: Server, count: number) {
+  await sleep(SETTLE_MS);
+  const before = server.rssKiB()!;
+  const { conns, error } = await connectMany(server.port, count);
+  try {
+    const served = await hello(conns);
+    await sleep(SETTLE_MS);
+    const after = server.rssKiB() ?? NaN;
+    const note = error && `connect failed: ${error}`;
+    return { connected: conns.length, served, before, after, note };
+  } finally {
+    closeAll(conns);
+  }
+}
+
+// Sends a line on every connection, so that the server has really taken
+// each one it accepted, and counts the replies that come within CONNECT_MS.
+async function hello(conns: Deno.Conn[]) {
+  const timeout = sleep(CONNECT_MS).then(() => null);
+  const replied = await Promise.all(conns.map(async (conn, id) => {
+    const line = new Uint8Array(LINE);
+    request(id, 0, line);
+    try {
+      await writeAll(conn, line);
+      const reply = conn.read(new Uint8Array(256)).catch(() => null);
+      return Boolean(await Promise.race([reply, timeout]));
+    } catch {
+      return false;
+    }
+  }));
+  return replied.filter(Boolean).length;
+}
+
+// ---- The run: for each mode, one server for (a) and (c), one for (b).
+
+type Results = { hold: HoldRow[]; ping: PingRow[]; idle: IdleRow[] };
+
+async function run(options: Options): Promise<Results> {
+  const results: Results = { hold: [], ping: [], idle: [] };
+  const steps = options.modes.length * (2 + options.conns.length);
+  let step = 0;
+  const show = (mode: Mode, what: string) =>
+    progress(`[${++step}/${steps}] ${mode}: ${what}`);
+  const pool = Math.max(...options.conns);
+  for (const mode of options.modes) {
+    await withServer(mode, poolArgs(mode, HOLD_POOL), async (server) => {
+      show(mode, `hold, ${HOLD_CLIENTS} clients`);
+      results.hold.push(await hold(server));
+      show(mode, `memory, ${plural(options.idle, "idle connection")}`);
+      results.idle.push(await idleRow(server, options.idle));
+    });
+    await withServer(mode, poolArgs(mode, pool), async (server) => {
+      for (const conns of options.conns) {
+        show(mode, `ping-pong, ${plural(conns, "connection")}`);
+        results.ping.push(await pingRow(server, conns, options));
+      }
+    });
+  }
+  progress("");
+  return results;
+}
+
+// For ping-pong, fixed-pool gets a worker for every connection.
+function poolArgs(mode: Mode, pool: number) {
+  return mode === "fixed-pool" ? ["--pool-size", `${pool}`] : [];
+}
+
+function label(mode: Mode, pool: number) {
+  return mode === "fixed-pool" ? `fixed-pool --pool-size ${pool}` : mode;
+}
+
+async function pingRow(server: Server, conns: number, options: Options) {
+  const pool = Math.max(...options.conns);
+  const row = { server: label(server.mode, pool), mode: server.mode, conns };
+  const tooMany = fileLimitNote(conns);
+  if (tooMany) return { ...row, ...NO_PING, note: tooMany };
+  return { ...row, ...await pingPong(server, conns, options.seconds) };
+}
+
+const NO_PING = {
+  connected: 0,
+  served: 0,
+  rate: NaN,
+  p50: NaN,
+  p99: NaN,
+  wrong: 0,
+  failed: 0,
+  clientCpu: NaN,
+  serverCpu: null,
+};
+
+async function idleRow(server: Server, count: number): Promise<IdleRow> {
+  const row = {
+    server: label(server.mode, HOLD_POOL),
+    mode: server.mode,
+    count,
+    connected: 0,
+    served: 0,
+    before: NaN,
+    after: NaN,
+  };
+  const skip = count === 0
+    ? "skipped (--idle 0)"
+    : fileLimitNote(count) ?? (server.rssKiB() === null && procNote());
+  if (skip) return { ...row, note: skip };
+  return { ...row, ...await idle(server, count) };
+}
+
+// Both the bench and the server need a file descriptor per connection, and
+// Deno cannot raise the limit: the shell must (`ulimit -n`) before the run.
+function fileLimitNote(conns: number): string | null {
+  const limits = readProc("/proc/self/limits");
+  const limit = Number(limits && /Max open files\s+(\d+)/.exec(limits)?.[1]);
+  const needed = conns + 64;
+  if (!limit || limit >= needed) return null;
+  const enough = 2 ** Math.ceil(Math.log2(needed));
+  return `skipped: needs about ${needed} open files, the limit is ` +
+    `${limit}; run \`ulimit -n ${enough}\` first`;
+}
+
+// ---- Output
+
+function progress(text: string) {
+  const line = Deno.stderr.isTerminal()
+    ? `\r\x1b[K${text}`
+    : text && text + "\n";
+  Deno.stderr.writeSync(encoder.encode(line));
+}
+
+function report(results: Results, options: Options): string {
+  const cores = navigator.hardwareConcurrency;
+  return [
+    `Deno ${Deno.version.deno} on ${Deno.build.os}, ${cores} CPU cores, ` +
+    `shared by the bench and the server.`,
+    "",
+    ...holdTable(results.hold),
+    ...pingTable(results.ping, options),
+    ...idleTable(results.idle, options),
+  ].join("\n");
+}
+
+function holdTable(rows: HoldRow[]) {
+  return [
+    `## (a) Hold: ${HOLD_CLIENTS} clients at once, each keeps its ` +
+    `connection ${HOLD_MS} ms after its reply`,
+    "",
+    ...table(
+      ["server", "replied", "reply p50", "reply max", "total", "expected"],
+      rows.map((r) => [
+        r.server,
+        `${r.replied} of ${HOLD_CLIENTS}`,
+        ms(r.p50),
+        ms(r.max),
+        ms(r.total),
+        `about ${rounds(r.mode)} x ${HOLD_MS} ms`,
+      ]),
+    ),
+    "",
+    ...paragraph(
+      "Time to reply counts from the start of the connect. Serial answers " +
+        "one client at a time, so each waits while everyone before it holds " +
+        `its ${HOLD_MS} ms; the pool answers ${HOLD_POOL} at a time; a task ` +
+        "per connection answers all of them at once.",
+    ),
+    "",
+  ];
+}
+
+// How many turns of HOLD_MS the clients need, as the mode serves them.
+function rounds(mode: Mode) {
+  const atOnce = { serial: 1, "fixed-pool": HOLD_POOL }[mode as string];
+  return Math.ceil(HOLD_CLIENTS / (atOnce ?? HOLD_CLIENTS));
+}
+
+function pingTable(rows: PingRow[], options: Options) {
+  const notes = rows.map(pingNote);
+  const lines = table(
+    ["server", "conns", "served", "replies/s", "p50", "p99"]
+      .concat(["bench CPU", "server CPU", "note"]),
+    rows.map((r, i) => [
+      r.server,
+      `${r.conns}`,
+      `${r.served} of ${r.conns}`,
+      count(r.rate),
+      ms(r.p50),
+      ms(r.p99),
+      percent(r.clientCpu),
+      percent(r.serverCpu),
+      notes[i],
+    ]),
+  );
+  const said = (word: string) => notes.some((note) => note.includes(word));
+  const pool = Math.max(...options.conns);
+  return [
+    `## (b) Ping-pong: ${LINE}-byte lines, one at a time per connection, ` +
+    `${options.seconds} s per row`,
+    "",
+    ...lines,
+    "",
+    ...paragraph(
+      (options.modes.includes("fixed-pool")
+        ? `fixed-pool runs here with --pool-size ${pool}, a worker for ` +
+          "every connection, so that it is compared on equal terms. "
+        : "") +
+        "Latency is measured by the bench, from its write to the end of the " +
+        "reply, so it includes the bench's own queueing. CPU is in percent " +
+        "of one core.",
+    ),
+    ...(said("backlog")
+      ? paragraph(
+        "Serial serves one connection; the others wait in the backlog for " +
+          "the whole row.",
+      )
+      : []),
+    ...(said("client-bound")
+      ? paragraph(
+        `client-bound: the bench used ${CLIENT_BOUND}% or more of one core, ` +
+          "so it could not send faster: the client, not the server, set the " +
+          "pace of that row, and the server may well manage more.",
+      )
+      : []),
+    "",
+  ];
+}
+
+function pingNote(r: PingRow) {
+  const notes = [r.note];
+  if (r.wrong) notes.push(`${r.wrong} wrong replies`);
+  if (r.failed) notes.push(`${r.failed} connections failed`);
+  if (r.connected < r.conns && !r.note) {
+    notes.push(`${r.conns - r.connected} could not connect`);
+  }
+  if (r.served < r.connected) {
+    notes.push(`${r.connected - r.served} waited in the backlog`);
+  }
+  if (r.clientCpu >= CLIENT_BOUND) notes.push("client-bound");
+  return notes.filter(Boolean).join("; ");
+}
+
+function idleTable(rows: IdleRow[], options: Options) {
+  return [
+    `## (c) Memory: ${options.idle} idle connections, the server's ` +
+    "resident memory before and after",
+    "",
+    ...table(
+      ["server", "connected", "served", "before", "after", "per conn"]
+        .concat(["note"]),
+      rows.map((r) => [
+        r.server,
+        `${r.connected} of ${r.count}`,
+        `${r.served}`,
+        kib(r.before),
+        kib(r.after),
+        r.served >= 100 ? kib((r.after - r.before) / r.served) : "-",
+        idleNote(r),
+      ]),
+    ),
+    "",
+    ...paragraph(
+      "A connection costs the server memory only once it is accepted. " +
+        `Serial accepts one and the pool ${HOLD_POOL}; the others wait in ` +
+        "the kernel's listen backlog (511 by default, and Linux lets one " +
+        "more in), which is kernel memory, not the server's. Past the " +
+        "backlog a handshake hangs, and the bench gives up on it after " +
+        `${CONNECT_MS / 1000} seconds.`,
+    ),
+    "",
+  ];
+}
+
+function idleNote(r: IdleRow) {
+  if (r.note) return r.note;
+  const notes = [];
+  if (r.served < r.connected) {
+    notes.push(`${r.connected - r.served} in the backlog`);
+  }
+  if (r.connected < r.count) {
+    notes.push(`${r.count - r.connected} could not connect`);
+  }
+  if (!notes.length && r.served < 100) notes.push("too few to measure");
+  return notes.join(", ");
+}
+
+// A markdown table, padded so that it reads well in a terminal too.
+function table(header: string[], rows: string[][]) {
+  const widths = header.map((_, i) =>
+    Math.max(3, ...[header, ...rows].map((row) => row[i].length))
+  );
+  const line = (cells: string[]) =>
+    `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
+  const rule = line(widths.map((width) => "-".repeat(width)));
+  return [line(header), rule, ...rows.map(line)];
+}
+
+// Words to lines of at most 78 characters.
+function paragraph(text: string) {
+  const lines = [""];
+  for (const word of text.split(" ")) {
+    const last = lines.length - 1;
+    if (lines[last] && lines[last].length + word.length >= 78) lines.push("");
+    lines[lines.length - 1] += (lines[lines.length - 1] ? " " : "") + word;
+  }
+  return lines;
+}
+
+function ms(value: number) {
+  if (isNaN(value)) return "-";
+  return `${value.toFixed(value < 1 ? 2 : value < 10 ? 1 : 0)} ms`;
+}
+
+function kib(value: number) {
+  if (isNaN(value)) return "-";
+  if (value < 10240) return `${value.toFixed(1)} KiB`;
+  return `${(value / 1024).toFixed(1)} MiB`;
+}
+
+function count(value: number) {
+  return isNaN(value) ? "-" : Math.round(value).toLocaleString("en-US");
+}
+
+function percent(value: number | null) {
+  return value === null || isNaN(value) ? "-" : `${Math.round(value)}%`;
+}
+
+function plural(n: number, noun: string) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+// Nearest rank: the smallest value with a share `q` of them at or below it.
+function percentile(sorted: number[], q: number) {
+  if (!sorted.length) return NaN;
+  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)];
+}
+
+// ---- The chart: bars drawn by hand as SVG, no library.
+
+const COLORS: Record<Mode, string> = {
+  serial: "#d95f02",
+  "fixed-pool": "#7570b3",
+  "thread-per-connection": "#1b9e77",
+};
+
+type Group = { label: string; bars: { mode: Mode; value: number }[] };
+
+function svg(results: Results, options: Options): string {
+  const hold: Group = {
+    label: `${HOLD_CLIENTS} clients, ${HOLD_MS} ms each`,
+    bars: results.hold.map((r) => ({ mode: r.mode, value: r.total })),
+  };
+  const ping: Group[] = options.conns.map((conns) => ({
+    label: plural(conns, "connection"),
+    bars: results.ping.filter((r) => r.conns === conns)
+      .map((r) => ({ mode: r.mode, value: r.rate })),
+  }));
+  const legend = options.modes.map((mode, i) =>
+    `<rect x="${20 + i * 230}" y="282" width="12" height="12" ` +
+    `fill="${COLORS[mode]}"/><text x="${38 + i * 230}" y="292">${mode}</text>`
+  );
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="760" height="310" ` +
+    `font-family="sans-serif" font-size="12">`,
+    `<rect width="760" height="310" fill="white"/>`,
+    ...panel(20, 250, "(a) hold: total ms, lower is better", [hold]),
+    ...panel(310, 430, "(b) ping-pong: replies/s, higher is better", ping),
+    ...legend,
+    "</svg>",
+    "",
+  ].join("\n");
+}
+
+// A title, a baseline, and for each group its bars with their values.
+function panel(x: number, width: number, title: string, groups: Group[]) {
+  const base = 240, height = 190;
+  const values = groups.flatMap((group) => group.bars.map((bar) => bar.value));
+  const max = Math.max(1, ...values.filter((value) => !isNaN(value)));
+  const slot = width / groups.length;
+  const out = [
+    `<text x="${x}" y="24" font-weight="bold">${title}</text>`,
+    `<line x1="${x}" y1="${base}" x2="${x + width}" y2="${base}" ` +
+    `stroke="black"/>`,
+  ];
+  groups.forEach((group, g) => {
+    const barWidth = Math.min(50, (slot - 20) / group.bars.length);
+    const left = x + g * slot + (slot - barWidth * group.bars.length) / 2;
+    group.bars.forEach(({ mode, value }, b) => {
+      const h = isNaN(value) ? 0 : (value / max) * height;
+      const bx = left + b * barWidth;
+      out.push(
+        `<rect x="${bx.toFixed(1)}" y="${(base - h).toFixed(1)}" ` +
+          `width="${barWidth - 4}" height="${h.toFixed(1)}" ` +
+          `fill="${COLORS[mode]}"/>`,
+        `<text x="${(bx + barWidth / 2 - 2).toFixed(1)}" ` +
+          `y="${(base - h - 4).toFixed(1)}" text-anchor="middle" ` +
+          `font-size="10">${count(value)}</text>`,
+      );
+    });
+    out.push(
+      `<text x="${(x + (g + 0.5) * slot).toFixed(1)}" y="${base + 16}" ` +
+        `text-anchor="middle">${group.label}</text>`,
+    );
+  });
+  return out;
+}
+
+// ---- Helpers
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+let procError: unknown;
+
+function readProc(path: string): string | null {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (err) {
+    procError ??= err;
+    return null;
+  }
+}
+
+// Why /proc could not be read: Deno opens it only to --allow-all.
+function procNote() {
+  return procError instanceof Deno.errors.NotCapable
+    ? "skipped: reading /proc needs -A"
+    : "skipped: no /proc on this system";
+}
+
+function fail(message: string, exitCode: number): never {
+  console.error(`error: ${message}`);
+  if (exitCode === 2) console.error("run with --help for usage");
+  Deno.exit(exitCode);
+}
+
+// On Ctrl+C or an error, stop every server still running, then exit.
+async function stopAll(exitCode: number): Promise<never> {
+  progress("");
+  await Promise.all([...running].map((server) => server.stop()));
+  Deno.exit(exitCode);
+}
+
+if (import.meta.main) {
+  let options: Options;
+  try {
+    options = parseOptions(Deno.args);
+  } catch (err) {
+    const [first] = (err as Error).message.split(/\n|\. /); // parseArgs says more
+    fail(first, 2);
+  }
+  if (options.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  Deno.addSignalListener("SIGINT", () => stopAll(130));
+  Deno.addSignalListener("SIGTERM", () => stopAll(143));
+  const results = await run(options).catch((err) => {
+    console.error(`error: ${(err as Error).message}`);
+    return stopAll(1);
+  });
+  console.log(report(results, options));
+  if (options.svg) {
+    try {
+      Deno.writeTextFileSync(options.svg, svg(results, options));
+    } catch (err) {
+      fail(`cannot write ${options.svg}: ${(err as Error).message}`, 1);
+    }
+    console.log(`Chart: ${options.svg}`);
+  }
+  const wrong = results.ping.reduce((sum, r) => sum + r.wrong, 0);
+  if (wrong) fail(`${wrong} replies did not match their request`, 1);
+  Deno.exit(0);
+}

@@ -1,0 +1,246 @@
+// The benchmark, run small: its tables, its orderings that hold on any
+// machine, its chart, its errors, and that it stops its servers on Ctrl+C.
+// Speed is never asserted: only structure, and what the models dictate.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Child, ROOT } from "./helpers.ts";
+
+const BENCH = "client/bench.ts";
+
+// The bench is a Deno tool (`deno task bench`); under Bun there is no Deno
+// to start it with.
+const skip = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" &&
+  "the bench runs under Deno only";
+const LONG = { skip, timeout: 120_000 };
+
+type Run = { code: number | null; stdout: string; stderr: string };
+
+// Runs the bench as `deno task bench` does, killing it after two minutes.
+async function bench(args: string[], shell = ""): Promise<Run> {
+  const child = start(args, shell);
+  const timer = setTimeout(() => child.process.kill("SIGKILL"), 120_000);
+  const { code } = await child.exited;
+  clearTimeout(timer);
+  return { code, stdout: child.stdoutLines.join("\n"), stderr: child.stderr };
+}
+
+// `shell`, if given, runs first in `sh -c` (e.g. `ulimit -n 256`).
+function start(args: string[], shell = ""): Child {
+  const deno = [process.execPath, "run", "-A", BENCH, ...args];
+  const [file, ...argv] = shell
+    ? ["sh", "-c", `${shell}; exec "$@"`, "sh", ...deno]
+    : deno;
+  const stdio = ["ignore", "pipe", "pipe"] as const;
+  return new Child(spawn(file, argv, { cwd: ROOT, stdio: [...stdio] }));
+}
+
+// The cells of the markdown table row that starts with `server`, after the
+// heading that contains `heading`.
+function row(stdout: string, heading: string, server: string, nth = 0) {
+  const section = stdout.slice(stdout.indexOf(heading));
+  const rows = section.split("\n")
+    .filter((line) => line.startsWith(`| ${server} `))
+    .map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
+  assert.ok(rows[nth], `no row ${nth} for ${server} under ${heading}`);
+  return rows[nth];
+}
+
+const ms = (cell: string) => Number(cell.replace(/ ms$/, ""));
+const number = (cell: string) => Number(cell.replace(/,/g, ""));
+
+// One small run serves most tests below: started by the first that needs it.
+const dir = mkdtempSync(join(tmpdir(), "bench-test-"));
+const svgFile = join(dir, "bench.svg");
+after(() => rmSync(dir, { recursive: true, force: true }));
+const smallArgs = ["--modes", "serial,thread-per-connection", "--conns"]
+  .concat(["1,4", "--seconds", "1", "--idle", "20", "--svg", svgFile]);
+let small: Promise<Run> | undefined;
+const smallRun = () => small ??= bench(smallArgs);
+
+test("bench runs small and exits 0", LONG, async () => {
+  const { code, stdout, stderr } = await smallRun();
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /error/);
+  for (const heading of ["## (a) Hold", "## (b) Ping-pong", "## (c) Memory"]) {
+    assert.ok(stdout.includes(heading), `no ${heading} in:\n${stdout}`);
+  }
+});
+
+test("bench progress: one line per step on a pipe", LONG, async () => {
+  const { stderr } = await smallRun();
+  const steps = stderr.split("\n").filter((line) => /^\[\d+\/8\] /.test(line));
+  assert.equal(steps.length, 8, stderr);
+  assert.equal(steps[0], "[1/8] serial: hold, 20 clients");
+});
+
+test("bench hold: serial's waits stack up", LONG, async () => {
+  const { stdout } = await smallRun();
+  const serial = row(stdout, "(a) Hold", "serial");
+  const perConn = row(stdout, "(a) Hold", "thread-per-connection");
+  assert.equal(serial[1], "20 of 20");
+  assert.equal(perConn[1], "20 of 20");
+  // Serial serves the next client only after the last held its 200 ms: at
+  // least 20 x 200 ms in all, however fast the machine. Everyone holds once.
+  assert.ok(ms(serial[4]) >= 20 * 200 - 100, `serial total ${serial[4]}`);
+  assert.ok(ms(perConn[4]) >= 200 - 10, `per-connection total ${perConn[4]}`);
+  assert.ok(ms(serial[4]) > 3 * ms(perConn[4]), "serial not 3x slower");
+  assert.ok(ms(serial[3]) > ms(perConn[3]), "serial's last waited less");
+});
+
+test("bench ping-pong: every served connection got replies", LONG, async () => {
+  const { stdout } = await smallRun();
+  const served = {
+    serial: ["1 of 1", "1 of 4"],
+    "thread-per-connection": ["1 of 1", "4 of 4"],
+  };
+  for (const [server, expected] of Object.entries(served)) {
+    expected.forEach((cell, nth) => {
+      const cells = row(stdout, "(b) Ping-pong", server, nth);
+      assert.equal(cells[2], cell, cells.join(" | "));
+      assert.ok(number(cells[3]) > 0, `no replies: ${cells.join(" | ")}`);
+      assert.ok(ms(cells[4]) > 0 && ms(cells[5]) >= ms(cells[4]));
+      assert.doesNotMatch(cells[8], /wrong|failed/);
+    });
+  }
+  const waiting = row(stdout, "(b) Ping-pong", "serial", 1)[8];
+  assert.match(waiting, /3 waited in the backlog/);
+});
+
+test("bench memory: only accepted ones cost", LONG, async (t) => {
+  if (!existsSync("/proc/self/status")) return t.skip("no /proc");
+  const { stdout } = await smallRun();
+  const serial = row(stdout, "(c) Memory", "serial");
+  const perConn = row(stdout, "(c) Memory", "thread-per-connection");
+  assert.deepEqual(serial.slice(1, 3), ["20 of 20", "1"]);
+  assert.deepEqual(perConn.slice(1, 3), ["20 of 20", "20"]);
+  assert.match(perConn[3], /^\d+\.\d (KiB|MiB)$/);
+  assert.equal(serial[6], "19 in the backlog");
+});
+
+test("bench --svg writes a well-formed chart", LONG, async () => {
+  assert.equal((await smallRun()).code, 0);
+  const svg = readFileSync(svgFile, "utf8");
+  assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg" /);
+  assertWellFormed(svg);
+  assert.match(svg, /\(a\) hold/);
+  assert.match(svg, /\(b\) ping-pong/);
+  // A bar per hold result and per ping-pong row, 2 + 2 x 2, in the two
+  // modes' colours, and their two legend swatches.
+  const bars = svg.match(/<rect [^>]*fill="#(d95f02|1b9e77)"/g) ?? [];
+  assert.equal(bars.length, 2 + 4 + 2);
+});
+
+// Every tag closed in order, attributes quoted, no stray "&" or "<".
+function assertWellFormed(xml: string) {
+  const open: string[] = [];
+  const tag =
+    /<(\/?)([a-z]+)((?:\s+[a-z][a-z0-9-]*="[^"<&]*")*)\s*(\/?)>|([^<]+)/gy;
+  for (const match of xml.trim().matchAll(tag)) {
+    const [, closing, name, , selfClosing, text] = match;
+    if (text !== undefined) {
+      assert.doesNotMatch(text, /&(?!(amp|lt|gt|quot);)/);
+    } else if (closing) assert.equal(open.pop(), name);
+    else if (!selfClosing) open.push(name);
+  }
+  const consumed = [...xml.trim().matchAll(tag)].map((m) => m[0]).join("");
+  assert.equal(consumed, xml.trim(), "text the tag pattern cannot read");
+  assert.deepEqual(open, []);
+}
+
+test("bench says when the open-file limit is too low for a row", {
+  ...LONG,
+  skip: skip || (!existsSync("/proc/self/limits") && "no /proc"),
+}, async () => {
+  const args = ["--modes", "thread-per-connection", "--conns", "1,300"]
+    .concat(["--seconds", "1", "--idle", "0"]);
+  const { code, stdout, stderr } = await bench(args, "ulimit -n 256");
+  assert.equal(code, 0, stderr);
+  const cells = row(stdout, "(b) Ping-pong", "thread-per-connection", 1);
+  const skipped = "skipped: needs about 364 open files, the limit is 256; " +
+    "run `ulimit -n 512` first";
+  assert.equal(cells[8], skipped);
+  const fits = row(stdout, "(b) Ping-pong", "thread-per-connection", 0);
+  assert.ok(number(fits[3]) > 0, "the row that fits ran");
+});
+
+for (
+  const args of [
+    ["--bogus"],
+    ["--modes", "serial,nope"],
+    ["--conns", "0"],
+    ["--seconds", "soon"],
+    ["--idle", "-1"],
+  ]
+) {
+  test(`bench ${args.join(" ")}: one error line naming the flag, exit 2`, {
+    skip,
+  }, async () => {
+    const { code, stdout, stderr } = await bench(args);
+    const [error, ...hint] = stderr.trimEnd().split("\n");
+    assert.match(error, /^error: /);
+    assert.ok(error.includes(args[0]), `${error} does not name ${args[0]}`);
+    assert.deepEqual(hint, ["run with --help for usage"]);
+    assert.equal(stdout, "");
+    assert.equal(code, 2);
+  });
+}
+
+test("bench --help prints usage and exits 0", { skip }, async () => {
+  const { code, stdout, stderr } = await bench(["--help"]);
+  assert.match(stdout, /^usage: deno task bench /);
+  assert.equal(stderr, "");
+  assert.equal(code, 0);
+});
+
+test("bench stops its servers on Ctrl+C and exits 130", {
+  ...LONG,
+  skip: skip || (process.platform !== "linux" && "finds servers in /proc"),
+}, async () => {
+  const child = start(["--modes", "thread-per-connection", "--idle", "0"]);
+  try {
+    await waitFor(() => child.stderr.includes("ping-pong"));
+    const servers = childrenOf(child.pid);
+    assert.equal(servers.length, 1, "one server runs during ping-pong");
+    child.signal("SIGINT");
+    assert.equal((await child.exit()).code, 130);
+    assert.deepEqual(servers.filter(isAlive), []);
+    assert.equal(child.stdoutLines.join(""), ""); // no tables: interrupted
+  } finally {
+    await child.kill();
+  }
+});
+
+// The PIDs of a process's children, from /proc: each thread lists its own.
+function childrenOf(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((task) => {
+    const children = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8");
+    return children.trim() ? children.trim().split(" ").map(Number) : [];
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(ready: () => boolean) {
+  const deadline = Date.now() + 60_000;
+  while (!ready()) {
+    assert.ok(Date.now() < deadline, "timed out");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
