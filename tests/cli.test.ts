@@ -40,6 +40,7 @@ for (const mode of MODE_NAMES) {
     ["--port", "-1"], // parseArgs' own message spans lines: one is shown
     ["--framing", "xml"],
     ...(mode === "fixed-pool" ? [["--pool-size", "0"]] : []),
+    ...(mode === "worker-pool" ? [["--workers", "0"]] : []),
   ];
   for (const args of badCommandLines) {
     test(`${mode} ${args.join(" ")}: one error line naming the flag, exit 2`, async () => {

@@ -11,6 +11,7 @@ export const MODES = {
   serial: "modes/serial.ts",
   "fixed-pool": "modes/fixed-pool.ts",
   "thread-per-connection": "modes/thread-per-connection.ts",
+  "worker-pool": "modes/worker-pool.ts",
 } as const;
 export type Mode = keyof typeof MODES;
 export const MODE_NAMES = Object.keys(MODES) as Mode[];
@@ -29,9 +30,16 @@ export const STAMP =
 export const IS_BUN =
   typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 
+// Deno permissions beyond --allow-net: worker-pool's workers load their own
+// file, and share their port through Deno's unstable reusePort.
+const DENO_FLAGS: Record<string, string[]> = {
+  "modes/worker-pool.ts": ["--allow-read", "--unstable-net"],
+};
+
 // The command line that runs a script under the runtime running the tests.
 export function scriptArgs(script: string, args: string[]): string[] {
-  return IS_BUN ? [script, ...args] : ["run", "--allow-net", script, ...args];
+  if (IS_BUN) return [script, ...args];
+  return ["run", "--allow-net", ...DENO_FLAGS[script] ?? [], script, ...args];
 }
 
 export type Exit = { code: number | null; signal: string | null };

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { ctime as serialCtime } from "../modes/serial.ts";
 import { ctime as fixedPoolCtime } from "../modes/fixed-pool.ts";
 import { ctime as perConnectionCtime } from "../modes/thread-per-connection.ts";
+import { ctime as workerPoolCtime } from "../modes/worker-pool.ts";
 import {
   type Mode,
   MODE_NAMES,
@@ -134,6 +135,7 @@ const CTIMES = {
   serial: serialCtime,
   "fixed-pool": fixedPoolCtime,
   "thread-per-connection": perConnectionCtime,
+  "worker-pool": workerPoolCtime,
 } satisfies Record<Mode, (date: Date) => string>;
 
 test("ctime formats fixed dates in every mode file", () => {

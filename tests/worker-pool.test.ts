@@ -1,0 +1,115 @@
+// worker-pool: several workers, each with its own listener on one port.
+// The shared protocol, bad-input and command-line tests run against it too
+// (it is in MODES); these check what only this mode promises.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import {
+  expectReply,
+  IS_BUN,
+  MODES,
+  type Server,
+  TestClient,
+  withServer,
+} from "./helpers.ts";
+
+// Connects `count` clients, all held open, each exchanging one line.
+async function connectMany(server: Server, count: number) {
+  const clients: TestClient[] = [];
+  for (let i = 0; i < count; i++) {
+    const client = await TestClient.connect(server.port);
+    clients.push(client);
+    await client.write(`client ${i}\n`);
+    await expectReply(client, `client ${i}`);
+  }
+  return clients;
+}
+
+// The worker that the server's log says served `client`.
+async function workerOf(server: Server, client: TestClient): Promise<string> {
+  const port = client.socket.localPort;
+  const opened = new RegExp(`^#\\d+ 127\\.0\\.0\\.1:${port} worker (\\d+) `);
+  return opened.exec(await server.waitForLine(opened))![1];
+}
+
+test("worker-pool: connections land on more than one worker", () =>
+  withServer("worker-pool", ["--workers", "2"], async (server) => {
+    // The kernel picks a listener by a hash of each connection's addresses:
+    // 20 connections all on one of 2 workers would be a 1 in 500,000 chance.
+    const clients = await connectMany(server, 20);
+    try {
+      const workers = new Set<string>();
+      for (const client of clients) workers.add(await workerOf(server, client));
+      assert.deepEqual([...workers].sort(), ["1", "2"]);
+    } finally {
+      for (const client of clients) client.close();
+    }
+  }));
+
+test("worker-pool: a failing connection does not disturb the others", () =>
+  withServer("worker-pool", ["--workers", "2"], async (server) => {
+    const clients = await connectMany(server, 10);
+    try {
+      const [broken, ...others] = clients;
+      const port = broken.socket.localPort;
+      await broken.write("half a line");
+      broken.socket.resetAndDestroy();
+      await server.waitForLine(new RegExp(`:${port} worker \\d+ closed `));
+      for (const [i, client] of others.entries()) {
+        await client.write(`still here ${i}\n`);
+        await expectReply(client, `still here ${i}`);
+      }
+    } finally {
+      for (const client of clients) client.close();
+    }
+  }));
+
+test("worker-pool: SIGTERM drains every worker, then one summary", () =>
+  withServer(
+    "worker-pool",
+    ["--workers", "2", "--grace", "30"],
+    async (server) => {
+      const clients = await connectMany(server, 12);
+      const workers = new Set<string>();
+      for (const client of clients) workers.add(await workerOf(server, client));
+      assert.equal(workers.size, 2, "clients on both workers");
+      server.signal("SIGTERM");
+      await server.waitForLine(/^stopping: 2 workers/);
+      // Every open connection, on either worker, is still answered...
+      for (const [i, client] of clients.entries()) {
+        await client.write(`after the signal ${i}\n`);
+        await expectReply(client, `after the signal ${i}`);
+      }
+      // ...and once they close, the server stops long before its 30 s grace.
+      for (const client of clients) client.close();
+      assert.deepEqual(await server.exit(), { code: 0, signal: null });
+      assert.equal(
+        server.stdoutLines.at(-1),
+        "stopped: 12 connections, 24 messages",
+      );
+    },
+  ));
+
+test("worker-pool without --unstable-net: one clear line, exit 1", {
+  skip: IS_BUN && "the flag is Deno's",
+}, async () => {
+  const script = MODES["worker-pool"];
+  const child = await runScriptWithout("--unstable-net", script);
+  assert.equal(child.code, 1);
+  assert.match(child.stderr, /^error: .*--unstable-net.*\n$/);
+});
+
+// Runs `script` with the usual Deno flags, minus `flag`.
+async function runScriptWithout(flag: string, script: string) {
+  const args = ["run", "--allow-net", "--allow-read", script, "--port", "0"];
+  assert.ok(!args.includes(flag));
+  const child = spawn(process.execPath, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (text) => stderr += text);
+  const code = await new Promise<number | null>((done) =>
+    child.on("exit", done)
+  );
+  return { code, stderr };
+}
