@@ -159,7 +159,6 @@ class Connection {
       const n = await this.conn.read(buffer);
       if (n === null) break;
       if (this.#endReason) continue; // ending: input is dropped, see end()
-      this.lastProgress = Date.now();
       await this.#send(this.#answer(buffer.subarray(0, n)));
       if (this.#lineTooLong) {
         this.end(
@@ -225,6 +224,7 @@ class Connection {
 
   #reply(bytes: Uint8Array): string {
     this.messages++;
+    this.lastProgress = Date.now(); // a whole message is progress, a byte not
     return stamp() + decoder.decode(bytes);
   }
 

@@ -62,11 +62,13 @@ function int(name: string, text: string, min = 1, max = 1e6) {
 // report when they listen, and stop together (see stopWorkers).
 function startWorkers(options: Options, port: number): Promise<Worker[]> {
   const connectionCounter = new SharedArrayBuffer(4); // one numbering for all
+  const acceptTrouble = new SharedArrayBuffer(8); // one log line for all
   return Promise.all(Array.from({ length: options.workers }, (_, i) => {
     const worker = new Worker(new URL("?worker", import.meta.url), {
       type: "module",
     });
-    worker.postMessage({ options, port, id: i + 1, connectionCounter });
+    const shared = { connectionCounter, acceptTrouble };
+    worker.postMessage({ options, port, id: i + 1, ...shared });
     worker.onerror = (event) => fail(`worker ${i + 1}: ${event.message}`, 1);
     return new Promise<Worker>((ready) => {
       worker.onmessage = ({ data }) =>
@@ -86,9 +88,12 @@ async function acceptLoop(listener: Deno.Listener, options: Options) {
 }
 
 const server = { connections: 0, messages: 0, stopping: false };
-const worker = { id: 0, connectionCounter: new Int32Array(1) };
+const worker = {
+  id: 0,
+  connectionCounter: new Int32Array(1),
+  acceptTroubleLoggedAt: new BigInt64Array(1), // shared: when any worker did
+};
 const open = new Map<Connection, Promise<void>>(); // each with its end
-let acceptTroubleLoggedAt = 0;
 
 // The next connection, or null once the listener is closed. When accept fails
 // (out of file descriptors, say), retry calmly, never spin, and log at most
@@ -99,13 +104,22 @@ async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
       return await listener.accept();
     } catch (err) {
       if (server.stopping) return null;
-      if (Date.now() - acceptTroubleLoggedAt > 10_000) {
-        acceptTroubleLoggedAt = Date.now();
+      if (claimTroubleLog()) {
         console.log(`accept failing, retrying: ${(err as Error).message}`);
       }
       await new Promise((retry) => setTimeout(retry, 100));
     }
   }
+}
+
+// True for the one worker that may log accept trouble now: at most one line
+// per 10 s for all workers together, since they share the descriptors.
+function claimTroubleLog(): boolean {
+  const loggedAt = worker.acceptTroubleLoggedAt;
+  const last = Atomics.load(loggedAt, 0);
+  const now = BigInt(Date.now());
+  if (now - last <= 10_000n) return false;
+  return Atomics.compareExchange(loggedAt, 0, last, now) === last;
 }
 
 function serve(conn: Deno.Conn, options: Options): Promise<void> {
@@ -163,7 +177,6 @@ class Connection {
       const n = await this.conn.read(buffer);
       if (n === null) break;
       if (this.#endReason) continue; // ending: input is dropped, see end()
-      this.lastProgress = Date.now();
       await this.#send(this.#answer(buffer.subarray(0, n)));
       if (this.#lineTooLong) {
         this.end(
@@ -229,6 +242,7 @@ class Connection {
 
   #reply(bytes: Uint8Array): string {
     this.messages++;
+    this.lastProgress = Date.now(); // a whole message is progress, a byte not
     return stamp() + decoder.decode(bytes);
   }
 
@@ -381,10 +395,11 @@ const isWorker = !isMainThread || new URL(import.meta.url).search === "?worker";
 
 if (isWorker) {
   mainThread.onmessage = ({ data }) => {
-    const { options, port, id, connectionCounter } = data;
+    const { options, port, id, connectionCounter, acceptTrouble } = data;
     Object.assign(worker, {
       id,
       connectionCounter: new Int32Array(connectionCounter),
+      acceptTroubleLoggedAt: new BigInt64Array(acceptTrouble),
     });
     let listener: Deno.Listener;
     try {

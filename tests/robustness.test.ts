@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import {
+  IS_BUN,
   MiB,
   MODE_NAMES,
   PATIENCE_MS,
@@ -120,17 +121,23 @@ for (const mode of MODE_NAMES) {
   );
 }
 
-// Serial never holds more than one connection; the other two can run out of
-// file descriptors when clients keep coming.
+// Serial never holds more than one connection (see below); the others can
+// run out of file descriptors when clients keep coming.
 for (
   const [mode, args] of [
     ["thread-per-connection", []],
     ["fixed-pool", ["--pool-size", "200"]],
+    ["worker-pool", []],
   ] as const
 ) {
   test(`${mode}: out of file descriptors: one log line, no spin, recovers`, {
-    skip: !existsSync("/proc/self/stat") && "reads CPU time from /proc",
-  }, () =>
+    skip: !existsSync("/proc/self/stat")
+      ? "reads CPU time from /proc"
+      // Bun retries a failing accept(2) at once, in C. The shim checks for a
+      // free descriptor first, but two workers share the process's
+      // descriptors, both can pass the check, and one then spins.
+      : IS_BUN && mode === "worker-pool" && "Bun spins: see the README",
+  }, (t) =>
     withServer(mode, [...args], async (server) => {
       const clients: TestClient[] = [];
       try {
@@ -141,7 +148,9 @@ for (
         await server.waitForLine(/^accept failing, retrying: /);
         const ticks = server.cpuTicks();
         await new Promise((resolve) => setTimeout(resolve, 1000));
-        assert.ok(server.cpuTicks() - ticks < 50, "busy while accept fails");
+        const busy = server.cpuTicks() - ticks;
+        t.diagnostic(`CPU while accept fails: ${busy / 100} s in 1 s`);
+        assert.ok(busy < 50, "busy while accept fails");
         // Each close lets one more in and the next accept fails again: a
         // burst of failures, logged once.
         for (const client of clients.splice(0, 20)) {
@@ -159,3 +168,28 @@ for (
       }
     }, { fdLimit: 64 }));
 }
+
+// Serial holds one connection, however many clients come: with the same low
+// limit it never runs out, and it serves every client in turn.
+test("serial: 80 clients under ulimit -n 64 are served in turn", () =>
+  withServer("serial", [], async (server) => {
+    const clients: TestClient[] = [];
+    try {
+      for (let i = 0; i < 80; i++) {
+        const client = await TestClient.connect(server.port);
+        clients.push(client);
+        await client.write(`client ${i}\n`);
+      }
+      for (const [i, client] of clients.entries()) {
+        assert.equal(unstamped(await client.nextLine()), `client ${i}`);
+        client.close();
+      }
+      await assertServes(server);
+      const trouble = server.stdoutLines.filter((line) =>
+        line.startsWith("accept failing")
+      );
+      assert.deepEqual(trouble, [], "accept failed");
+    } finally {
+      for (const client of clients) client.close();
+    }
+  }, { fdLimit: 64 }));
