@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import net from "node:net";
 import {
+  assertServes,
   CHUNK,
   IS_BUN,
   MiB,
@@ -30,17 +31,6 @@ import {
 } from "./load.ts";
 
 const HAS_PROC = existsSync("/proc/self/fd");
-
-// A new client gets its line echoed: the server is still serving.
-async function assertServes(server: Server): Promise<void> {
-  const client = await TestClient.connect(server.port);
-  try {
-    await client.write("fine\n");
-    assert.equal(unstamped(await client.nextLine()), "fine");
-  } finally {
-    client.close();
-  }
-}
 
 // The server's descriptors once it has served a first client (a runtime
 // opens some things on first use) and closed it.

@@ -240,6 +240,17 @@ export function unstamped(reply: string): string {
   return reply.replace(STAMP, "");
 }
 
+// A new client gets its line echoed: the server is still serving.
+export async function assertServes(server: Server): Promise<void> {
+  const client = await TestClient.connect(server.port);
+  try {
+    await client.write("fine\n");
+    assert.equal(unstamped(await client.nextLine()), "fine");
+  } finally {
+    client.close();
+  }
+}
+
 // The next reply must be the echo of `text`: a time stamp, then the text.
 export async function expectReply(client: TestClient, text: string) {
   assert.equal(unstamped(await client.nextLine()), text);

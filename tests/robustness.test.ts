@@ -5,28 +5,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import {
+  assertServes,
   IS_BUN,
   MiB,
   MODE_NAMES,
   PATIENCE_MS,
   pushWithoutReading,
-  type Server,
   TestClient,
   unstamped,
   withClient,
   withServer,
 } from "./helpers.ts";
-
-// A new client gets its line echoed: the server is still serving.
-async function assertServes(server: Server): Promise<void> {
-  const client = await TestClient.connect(server.port);
-  try {
-    await client.write("fine\n");
-    assert.equal(unstamped(await client.nextLine()), "fine");
-  } finally {
-    client.close();
-  }
-}
 
 const PUSH_TEST = { timeout: 60_000 };
 
