@@ -13,7 +13,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Child, ROOT } from "./helpers.ts";
+import { Child, isAlive, ROOT } from "./helpers.ts";
 
 const BENCH = "client/bench.ts";
 
@@ -226,15 +226,6 @@ function childrenOf(pid: number): number[] {
     const children = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8");
     return children.trim() ? children.trim().split(" ").map(Number) : [];
   });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function waitFor(ready: () => boolean) {

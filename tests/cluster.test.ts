@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import process from "node:process";
-import { Child, expectReply, ROOT, TestClient } from "./helpers.ts";
+import { Child, expectReply, isAlive, ROOT, TestClient } from "./helpers.ts";
 
 const CLUSTER = "deploy/cluster.ts";
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
@@ -71,16 +71,7 @@ class Cluster {
       const worker = /New worker \((\d+)\) forked/.exec(line);
       if (worker) pids.push(Number(worker[1]));
     }
-    return pids.filter(isRunning);
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+    return pids.filter(isAlive);
   }
 }
 

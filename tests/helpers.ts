@@ -441,6 +441,16 @@ function drained(socket: net.Socket, ms: number): Promise<boolean> {
   });
 }
 
+// True while a process with this PID exists (signal 0 only checks).
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 // A loopback port with nothing listening on it (free a moment ago).
 export function unusedPort(): Promise<number> {
   return new Promise((resolve) => {
