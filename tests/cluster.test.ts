@@ -168,13 +168,16 @@ test(
         assert.equal(await client.rest(), "");
       }
       await cluster.waitForLine(/^cluster: s2 .* exited \(killed by SIGKILL\)/);
+      // From here s2 is gone, so a reply proves that s1 or s3 served it.
+      // (HAProxy's log, which names the instance, drops lines when clients
+      // come in a burst: it writes to stdout only while there is room.)
+      assert.ok(!isAlive(cluster.pids.get("s2")!), "s2 still running");
 
       // Right after the kill, perhaps before the check marks s2 DOWN: a
       // client sent to s2 is refused there, retried elsewhere, and served.
       for (let i = 0; i < 3; i++) {
         const client = await connect();
         await exchange(client, `right after the kill ${i}`);
-        assert.notEqual(await cluster.instanceOf(client), "s2");
       }
 
       // HAProxy's health check marks s2 DOWN; from then on, every new client
@@ -186,7 +189,6 @@ test(
         Array.from({ length: 20 }, async (_, i) => {
           const client = await connect();
           await exchange(client, `after the failover ${i}`);
-          assert.notEqual(await cluster.instanceOf(client), "s2");
         }),
       );
 
