@@ -44,6 +44,7 @@ type BunListener = { fd: number; port: number; stop(): void };
 declare const Bun: {
   listen(options: object): BunListener;
   connect(options: object): Promise<BunSocket>;
+  udpSocket(options: object): Promise<{ close(): void }>;
 };
 
 // Deno's error classes, so that `err instanceof Deno.errors.X` works.
@@ -56,16 +57,21 @@ const errors = {
   BadResource: errorClass("BadResource"),
   BrokenPipe: errorClass("BrokenPipe"),
   Busy: errorClass("Busy"),
+  ConnectionAborted: errorClass("ConnectionAborted"),
   ConnectionRefused: errorClass("ConnectionRefused"),
   ConnectionReset: errorClass("ConnectionReset"),
   Interrupted: errorClass("Interrupted"),
+  NotConnected: errorClass("NotConnected"),
 };
 type ErrorClass = new (message: string, options?: ErrorOptions) => Error;
 const errorsByCode: Record<string, ErrorClass> = {
   EADDRINUSE: errors.AddrInUse,
+  ECONNABORTED: errors.ConnectionAborted,
   ECONNREFUSED: errors.ConnectionRefused,
   ECONNRESET: errors.ConnectionReset,
+  ENOTCONN: errors.NotConnected,
   EPIPE: errors.BrokenPipe,
+  EPROTO: errors.ConnectionAborted, // a handshake that failed: Deno has no class
 };
 
 // Bun's messages may not say why ("Failed to listen at 10.0.0.9"): add
@@ -104,7 +110,9 @@ const libc: Libc | null = await (async () => {
   }
 })();
 
-class Conn {
+const BROKEN_PIPE = "Broken pipe (os error 32)"; // as Deno says it
+
+export class Conn {
   readonly remoteAddr: NetAddr;
   readonly localAddr: NetAddr;
   #socket: BunSocket;
@@ -129,6 +137,7 @@ class Conn {
       this.#socket.resume();
       await this.#event();
     }
+    if (this.#closed) throw this.#error; // close() came first: no data
     const n = Math.min(buffer.length, this.#unread.length);
     buffer.set(this.#unread.subarray(0, n));
     this.#unread = this.#unread.subarray(n);
@@ -142,7 +151,8 @@ class Conn {
       if (this.#error) throw this.#error;
       const n = this.#socket.write(bytes);
       if (n > 0 || bytes.length === 0) return n;
-      if (n < 0) throw new errors.BrokenPipe("Broken pipe");
+      // Closed: Bun may have said why (a reset, say) during this write.
+      if (n < 0) throw this.#error ?? new errors.BrokenPipe(BROKEN_PIPE);
       await this.#event(); // drain, or close
     }
   }
@@ -215,6 +225,7 @@ type ListenOptions = {
   tcpBacklog?: number;
   reusePort?: boolean;
 };
+const NOT_CONNECTED = "Transport endpoint is not connected (os error 107)";
 type Taker = { resolve(conn: Conn): void; reject(err: Error): void };
 
 class Listener {
@@ -272,10 +283,18 @@ class Listener {
     this.#taker = null;
   }
 
+  // A client that reset while queued reaches Bun's open callback with no
+  // address: Deno's accept() fails with NotConnected for it, and so does
+  // this one, so that the server accepts again at once, as under Deno.
   #opened(socket: BunSocket) {
-    const conn = socket.data = new Conn(socket);
-    if (this.#taker) this.#taker.resolve(conn);
-    else this.#ready.push(conn); // Bun took two at once, or cannot pause
+    if (!socket.remoteAddress) {
+      socket.end();
+      this.#taker?.reject(new errors.NotConnected(NOT_CONNECTED));
+    } else {
+      const conn = socket.data = new Conn(socket);
+      if (this.#taker) this.#taker.resolve(conn);
+      else this.#ready.push(conn); // Bun took two at once, or cannot pause
+    }
     this.#taker = null;
     this.#pause();
   }
@@ -330,6 +349,15 @@ async function connect(options: { hostname?: string; port: number }) {
   }
 }
 
+async function listenDatagram(options: { hostname: string; port: number }) {
+  const { hostname, port } = options;
+  try {
+    return await Bun.udpSocket({ hostname, port });
+  } catch (err) {
+    throw denoError(err as Error);
+  }
+}
+
 // Bun runs bunfig.toml's preload in the main thread only: workers get this
 // file from here.
 class Worker extends globalThis.Worker {
@@ -349,11 +377,10 @@ if (!("Deno" in globalThis)) {
       addSignalListener: (signal: string, handler: () => void) =>
         process.on(signal, handler),
       exit: (code?: number) => process.exit(code),
-      // Only there to be found: worker-pool takes it as the sign of Deno's
-      // --unstable-net, which its reusePort needs. Bun needs no flag for it.
-      listenDatagram: () => {
-        throw new Error("Deno.listenDatagram is not provided on Bun");
-      },
+      // worker-pool holds a UDP socket as a lock on its port, and takes this
+      // function as the sign of Deno's --unstable-net (Bun needs no flag).
+      // Bun's socket comes as a promise: worker-pool awaits it.
+      listenDatagram,
     },
   });
   // Bun's workers lack the Web API close(), which worker-pool's call.

@@ -16,6 +16,9 @@
  *        (b) ping-pong at 1, 16 and 256 connections: replies/s, p50, p99,
  *            and whether the client, not the server, set the pace.
  *        (c) memory per idle connection (Linux).
+ *        (d) framing: the server's CPU per MiB of input, with 1 KiB, 64 KiB
+ *            and 1 MB lines (Linux): about the same per MiB, or the line
+ *            parser rescans what it has seen.
  *        With --svg FILE, a chart of (a) and (b).
  */
 import process from "node:process";
@@ -25,7 +28,8 @@ const MODES = ["serial", "fixed-pool", "thread-per-connection"] as const;
 type Mode = typeof MODES[number];
 
 const USAGE = `usage: deno task bench [--modes ${MODES.join(",")}]
-  [--conns 1,16,256] [--seconds 3] [--idle 1000] [--svg FILE] [--help]`;
+  [--conns 1,16,256] [--seconds 3] [--idle 1000] [--framing-mib 16]
+  [--svg FILE] [--help]`;
 
 type Options = ReturnType<typeof parseOptions>;
 
@@ -37,6 +41,7 @@ function parseOptions(args: string[]) {
       conns: { type: "string", default: "1,16,256" },
       seconds: { type: "string", default: "3" },
       idle: { type: "string", default: "1000" },
+      "framing-mib": { type: "string", default: "16" },
       svg: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -51,6 +56,7 @@ function parseOptions(args: string[]) {
     conns: flag.conns.split(",").map((text) => int("conns", text, 1, 10000)),
     seconds: int("seconds", flag.seconds, 1, 600),
     idle: int("idle", flag.idle, 0, 100000), // 0 skips the memory test
+    framingMiB: int("framing-mib", flag["framing-mib"], 0, 1024), // 0 skips
   };
 }
 
@@ -447,13 +453,64 @@ async function hello(conns: Deno.Conn[]) {
   return replied.filter(Boolean).length;
 }
 
+// ---- (d) Framing: one connection sends --framing-mib MiB of lines of each
+// length and reads every reply; the server's CPU time per MiB tells whether
+// its line parser does work per byte (the same at every length) or rescans
+// an unfinished line on every read (more per byte as lines grow).
+
+const LINE_LENGTHS = [1024, 65536, 1_000_000]; // bytes, with the "\n"
+const MiB = 1024 * 1024;
+
+type FramingRow = { server: string; cpuMsPerMiB: (number | null)[] };
+
+async function framingRow(server: Server, mib: number): Promise<FramingRow> {
+  const cpuMsPerMiB = [];
+  for (const length of LINE_LENGTHS) {
+    const skip = mib === 0 || server.cpuSeconds() === null;
+    cpuMsPerMiB.push(skip ? null : await framingCost(server, mib, length));
+  }
+  return { server: label(server.mode, 1), cpuMsPerMiB };
+}
+
+async function framingCost(server: Server, mib: number, length: number) {
+  const line = new Uint8Array(length).fill(0x78); // "x"
+  line[length - 1] = 10;
+  const lines = Math.max(1, Math.round(mib * MiB / length));
+  const conn = await Deno.connect({ hostname: HOST, port: server.port });
+  try {
+    const before = server.cpuSeconds()!;
+    const replies = countReplies(conn, lines);
+    for (let i = 0; i < lines; i++) await writeAll(conn, line);
+    await replies;
+    const seconds = server.cpuSeconds()! - before;
+    return 1000 * seconds / (lines * length / MiB);
+  } finally {
+    conn.close();
+  }
+}
+
+// Reads until `lines` replies have ended.
+async function countReplies(conn: Deno.Conn, lines: number) {
+  const buffer = new Uint8Array(64 * 1024);
+  while (lines > 0) {
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("server closed the connection");
+    for (let i = 0; i < n; i++) if (buffer[i] === 10) lines--;
+  }
+}
+
 // ---- The run: for each mode, one server for (a) and (c), one for (b).
 
-type Results = { hold: HoldRow[]; ping: PingRow[]; idle: IdleRow[] };
+type Results = {
+  hold: HoldRow[];
+  ping: PingRow[];
+  idle: IdleRow[];
+  framing: FramingRow[];
+};
 
 async function run(options: Options): Promise<Results> {
-  const results: Results = { hold: [], ping: [], idle: [] };
-  const steps = options.modes.length * (2 + options.conns.length);
+  const results: Results = { hold: [], ping: [], idle: [], framing: [] };
+  const steps = options.modes.length * (3 + options.conns.length);
   let step = 0;
   const show = (mode: Mode, what: string) =>
     progress(`[${++step}/${steps}] ${mode}: ${what}`);
@@ -470,6 +527,11 @@ async function run(options: Options): Promise<Results> {
         show(mode, `ping-pong, ${plural(conns, "connection")}`);
         results.ping.push(await pingRow(server, conns, options));
       }
+    });
+    const longLines = ["--max-line", `${Math.max(...LINE_LENGTHS)}`];
+    await withServer(mode, longLines, async (server) => {
+      show(mode, `framing, ${options.framingMiB} MiB per line length`);
+      results.framing.push(await framingRow(server, options.framingMiB));
     });
   }
   progress("");
@@ -552,6 +614,7 @@ function report(results: Results, options: Options): string {
     ...holdTable(results.hold),
     ...pingTable(results.ping, options),
     ...idleTable(results.idle, options),
+    ...framingTable(results.framing, options),
   ].join("\n");
 }
 
@@ -695,6 +758,33 @@ function idleNote(r: IdleRow) {
   }
   if (!notes.length && r.served < 100) notes.push("too few to measure");
   return notes.join(", ");
+}
+
+function framingTable(rows: FramingRow[], options: Options) {
+  if (options.framingMiB === 0) return [];
+  const perMiB = (ms: number | null) =>
+    ms === null ? "-" : `${ms.toFixed(1)} ms`;
+  const ratio = ([short, , long]: (number | null)[]) =>
+    short && long ? `${(long / short).toFixed(1)}x` : "-";
+  return [
+    `## (d) Framing: the server's CPU time per MiB of input, ` +
+    `${options.framingMiB} MiB of lines of each length`,
+    "",
+    ...table(
+      ["server", "1 KiB lines", "64 KiB lines", "1 MB lines", "1 MB / 1 KiB"],
+      rows.map((
+        r,
+      ) => [r.server, ...r.cpuMsPerMiB.map(perMiB), ratio(r.cpuMsPerMiB)]),
+    ),
+    "",
+    ...paragraph(
+      "Each reply is the line again, so this counts reading, framing, " +
+        "decoding and writing. A parser that scans only new bytes, and " +
+        "joins a line's pieces once, costs about the same per MiB at every " +
+        "length; /proc counts CPU time in steps of 10 ms.",
+    ),
+    "",
+  ];
 }
 
 // A markdown table, padded so that it reads well in a terminal too.

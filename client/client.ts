@@ -8,7 +8,6 @@
  *        printf 'a\nb\n' | deno task client        send every piped line
  */
 import process from "node:process";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 
 const USAGE = `usage: deno run --allow-net client/client.ts [--host 127.0.0.1]
@@ -84,7 +83,7 @@ async function connect({ host, port, connectTimeout }: Options) {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true }); // keep U+FEFF
 
 // Reads replies: a line each (line framing), or whatever one read of up to
 // 1024 bytes returns (raw framing, like the tutorial's client).
@@ -122,43 +121,81 @@ class Replies {
   }
 }
 
-// Sends each message and prints its reply before sending the next. In raw
-// framing an empty message is skipped: zero bytes get no reply.
+// Sends each message and prints its reply before sending the next. In line
+// framing a message is sent with a "\n" after it, and each "\n" in it ends
+// one more line, so one more reply is awaited. In raw framing an empty
+// message is skipped: zero bytes get no reply.
 async function converse(
   conn: Deno.Conn,
   framing: string,
-  messages: AsyncIterable<string> | Iterable<string>,
+  messages: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
 ) {
   const replies = new Replies(conn);
   for await (const message of messages) {
-    if (framing === "raw" && message === "") continue;
-    await send(conn, framing === "raw" ? message : message + "\n");
-    const reply = framing === "raw"
-      ? decoder.decode(await replies.read())
-      : await replies.line();
-    console.log(reply);
-    // The server says why it ends a connection, then closes it.
-    if (reply.startsWith("ERROR ")) fail("server closed the connection");
+    if (framing === "raw" && message.length === 0) continue;
+    await send(conn, framing === "raw" ? [message] : [message, NEWLINE]);
+    const lines = framing === "raw" ? 1 : count(message, LF) + 1;
+    for (let i = 0; i < lines; i++) {
+      const reply = framing === "raw"
+        ? decoder.decode(await replies.read())
+        : await replies.line();
+      console.log(reply);
+      // The server says why it ends a connection, then closes it.
+      if (reply.startsWith("ERROR ")) fail("server closed the connection");
+    }
   }
 }
 
+const LF = 10;
+const NEWLINE = new Uint8Array([LF]);
+const count = (bytes: Uint8Array, byte: number) =>
+  bytes.reduce((n, b) => b === byte ? n + 1 : n, 0);
+
 // A write may take only part of the bytes; loop until all are written.
-async function send(conn: Deno.Conn, text: string) {
-  let bytes = encoder.encode(text);
+async function send(conn: Deno.Conn, pieces: Uint8Array[]) {
   try {
-    while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
+    for (let bytes of pieces) {
+      while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
+    }
   } catch {
     fail("connection reset by server");
   }
 }
 
+// The lines of `input`, split as the servers split them: only "\n" ends a
+// line (a "\r" stays in it, and the server drops one before the "\n"); a
+// last line without "\n" counts too.
+async function* linesOf(input: AsyncIterable<Uint8Array>) {
+  let pieces: Uint8Array[] = [];
+  for await (const chunk of input) {
+    let start = 0;
+    for (let lf = chunk.indexOf(LF); lf !== -1; lf = chunk.indexOf(LF, start)) {
+      yield join([...pieces, chunk.subarray(start, lf)]);
+      pieces = [];
+      start = lf + 1;
+    }
+    if (start < chunk.length) pieces.push(chunk.subarray(start));
+  }
+  if (pieces.length) yield join(pieces);
+}
+
+function join(pieces: Uint8Array[]): Uint8Array {
+  const joined = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const piece of pieces) {
+    joined.set(piece, at);
+    at += piece.length;
+  }
+  return joined;
+}
+
 // Lines typed at a `> ` prompt until an empty line or end of input.
-async function* typedLines(lines: AsyncIterator<string>) {
+async function* typedLines(lines: AsyncIterator<Uint8Array>) {
   for (;;) {
     process.stdout.write("> ");
     const { value, done } = await lines.next();
     if (done) process.stdout.write("\n"); // Ctrl+D leaves the cursor after "> "
-    if (done || value === "") return;
+    if (done || value.length === 0) return;
     yield value;
   }
 }
@@ -176,13 +213,12 @@ if (import.meta.main) {
   }
   const conn = await connect(options);
   if (options.message) {
-    await converse(conn, options.framing, options.message);
-  } else {
-    const input = createInterface({ input: process.stdin, terminal: false });
-    const lines = input[Symbol.asyncIterator]();
-    const messages = process.stdin.isTTY ? typedLines(lines) : input;
+    const messages = options.message.map((text) => encoder.encode(text));
     await converse(conn, options.framing, messages);
-    input.close();
+  } else {
+    const lines = linesOf(process.stdin);
+    const messages = process.stdin.isTTY ? typedLines(lines) : lines;
+    await converse(conn, options.framing, messages);
   }
   conn.close();
   Deno.exit(0);

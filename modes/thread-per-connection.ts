@@ -58,7 +58,7 @@ function int(name: string, text: string, min = 1, max = 1e6) {
 async function acceptLoop(listener: Deno.Listener, options: Options) {
   for (;;) {
     while (options.maxConnections && open.size >= options.maxConnections) {
-      await Promise.race(open.values());
+      await new Promise<void>((freed) => slotFreed = freed);
     }
     const conn = await accept(listener);
     if (!conn) return;
@@ -69,45 +69,66 @@ async function acceptLoop(listener: Deno.Listener, options: Options) {
 const server = { connections: 0, messages: 0, stopSignal: "", stopAt: 0 };
 const open = new Map<Connection, Promise<void>>(); // each with its end
 let acceptTroubleLoggedAt = 0;
+let slotFreed = () => {}; // called as any connection ends
 
-// The next connection, or null once the listener is closed. When accept fails
-// (out of file descriptors, say), retry calmly, never spin, and log at most
-// one line per burst of failures.
+// The next connection, or null once the server is stopping. A client that
+// gave up before we took it concerns only that client: accept again at once.
+// Running out of descriptors or memory concerns everyone: retrying at once
+// would spin, so wait a little, and say so once per burst, even with --quiet.
 async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
   for (;;) {
     try {
-      return await listener.accept();
+      const conn = await listener.accept();
+      if (!server.stopSignal) return conn;
+      conn.close(); // taken as the listener closed: dropped, as the backlog is
+      return null;
     } catch (err) {
       if (server.stopSignal) return null;
-      if (Date.now() - acceptTroubleLoggedAt > 10_000) {
-        acceptTroubleLoggedAt = Date.now();
-        console.log(`accept failing, retrying: ${(err as Error).message}`);
-      }
+      if (clientGaveUp(err)) continue;
+      logAcceptTrouble(err as Error);
       await new Promise((retry) => setTimeout(retry, 100));
     }
   }
 }
 
+// The errors of a client that reset or aborted its connect while queued.
+function clientGaveUp(err: unknown): boolean {
+  const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
+  return err instanceof ConnectionAborted || err instanceof ConnectionReset ||
+    err instanceof NotConnected;
+}
+
+function logAcceptTrouble(err: Error) {
+  if (Date.now() - acceptTroubleLoggedAt <= 10_000) return;
+  acceptTroubleLoggedAt = Date.now();
+  console.log(`accept failing, retrying: ${err.message}`);
+}
+
 function serve(conn: Deno.Conn, options: Options): Promise<void> {
   const connection = new Connection(conn, options);
-  const done = connection.serve().finally(() => open.delete(connection));
+  const done = connection.serve().finally(() => {
+    open.delete(connection);
+    slotFreed();
+  });
   open.set(connection, done);
   return done;
 }
 
 const READ_SIZE = 1024; // the tutorial's recv(1024)
 const LF = 10, CR = 13;
-const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
-const decoder = new TextDecoder(); // invalid UTF-8 becomes U+FFFD, no throw
+// Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
+// kept (by default TextDecoder drops it), so valid text echoes byte for byte.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
-class Connection {
+export class Connection {
   readonly id = ++server.connections;
   readonly opened = Date.now();
   lastProgress = Date.now();
   messages = 0;
   #peer = "";
-  #unfinished = EMPTY; // a line whose \n has not arrived yet
+  #unfinished: Uint8Array[] = []; // pieces of a line whose \n is to come
+  #unfinishedBytes = 0;
   #sending: Promise<unknown> = Promise.resolve(); // the write in flight
   #endReason = "";
   #lineTooLong = false;
@@ -149,9 +170,10 @@ class Connection {
         );
       }
     }
-    const lastLine = this.#unfinished; // input ended without a final \n
-    if (lastLine.length && !this.#endReason) {
-      await this.#send(this.#answerLine(lastLine));
+    if (this.#unfinishedBytes && !this.#endReason) { // no final \n
+      await this.#send(
+        this.#answerLine(this.#lineEndingWith(new Uint8Array())),
+      );
     }
   }
 
@@ -173,28 +195,44 @@ class Connection {
       .then(() => this.conn.closeWrite()).catch(() => this.#close());
   }
 
-  // Answers every complete line; keeps the rest until its \n arrives.
+  // Answers every complete line; keeps the rest until its \n arrives. Only
+  // new bytes are scanned, and a line's pieces are joined once, at its \n:
+  // a long line costs no more per byte than a short one.
   #answer(bytes: Uint8Array): string {
     if (this.options.framing === "raw") return this.#reply(bytes);
-    let data = bytes;
-    if (this.#unfinished.length) {
-      data = new Uint8Array(this.#unfinished.length + bytes.length);
-      data.set(this.#unfinished);
-      data.set(bytes, this.#unfinished.length);
-    }
     let replies = "";
     let start = 0;
-    for (let lf = data.indexOf(LF); lf !== -1; lf = data.indexOf(LF, start)) {
-      replies += this.#answerLine(data.subarray(start, lf));
+    for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
+      replies += this.#answerLine(
+        this.#lineEndingWith(bytes.subarray(start, lf)),
+      );
       if (this.#lineTooLong) return replies;
       start = lf + 1;
     }
-    // A copy: `bytes` is the read buffer, which the next read overwrites.
-    this.#unfinished = start === data.length ? EMPTY : data.slice(start);
+    if (start < bytes.length) {
+      // A copy: `bytes` is the read buffer, which the next read overwrites.
+      this.#unfinished.push(bytes.slice(start));
+      this.#unfinishedBytes += bytes.length - start;
+    }
     // Past --max-line, only a \r whose \n is still to come may wait.
-    const rest = this.#unfinished;
-    const allowed = this.options.maxLine + (rest.at(-1) === CR ? 1 : 0);
-    return rest.length > allowed ? replies + this.#answerLine(rest) : replies;
+    const endsInCR = this.#unfinished.at(-1)?.at(-1) === CR;
+    const allowed = this.options.maxLine + (endsInCR ? 1 : 0);
+    if (this.#unfinishedBytes > allowed) this.#lineTooLong = true;
+    return replies;
+  }
+
+  // The line that `end` finishes: the pieces kept so far, then `end`.
+  #lineEndingWith(end: Uint8Array): Uint8Array {
+    if (!this.#unfinished.length) return end;
+    const line = new Uint8Array(this.#unfinishedBytes + end.length);
+    let at = 0;
+    for (const piece of [...this.#unfinished, end]) {
+      line.set(piece, at);
+      at += piece.length;
+    }
+    this.#unfinished = [];
+    this.#unfinishedBytes = 0;
+    return line;
   }
 
   #answerLine(line: Uint8Array): string {

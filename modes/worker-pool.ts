@@ -22,6 +22,7 @@ const USAGE = `usage: deno run --allow-net --allow-read --unstable-net
   [--idle-timeout 300] [--grace 5] [--workers N] [--quiet] [--help]`;
 
 type Options = ReturnType<typeof parseOptions>;
+const defaultWorkers = Math.min(navigator.hardwareConcurrency, 256); // a core each
 
 function parseOptions(args: string[]) {
   const { values: flag } = parseArgs({
@@ -34,7 +35,7 @@ function parseOptions(args: string[]) {
       "max-line": { type: "string", default: "65536" },
       "idle-timeout": { type: "string", default: "300" },
       grace: { type: "string", default: "5" },
-      workers: { type: "string", default: `${navigator.hardwareConcurrency}` },
+      workers: { type: "string", default: `${defaultWorkers}` },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -95,20 +96,36 @@ const worker = {
 };
 const open = new Map<Connection, Promise<void>>(); // each with its end
 
-// The next connection, or null once the listener is closed. When accept fails
-// (out of file descriptors, say), retry calmly, never spin, and log at most
-// one line per burst of failures.
+// The next connection, or null once the server is stopping. A client that
+// gave up before we took it concerns only that client: accept again at once.
+// Running out of descriptors or memory concerns everyone: retrying at once
+// would spin, so wait a little, and say so once per burst, even with --quiet.
 async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
   for (;;) {
     try {
-      return await listener.accept();
+      const conn = await listener.accept();
+      if (!server.stopping) return conn;
+      conn.close(); // taken as the listener closed: dropped, as the backlog is
+      return null;
     } catch (err) {
       if (server.stopping) return null;
-      if (claimTroubleLog()) {
-        console.log(`accept failing, retrying: ${(err as Error).message}`);
-      }
+      if (clientGaveUp(err)) continue;
+      logAcceptTrouble(err as Error);
       await new Promise((retry) => setTimeout(retry, 100));
     }
+  }
+}
+
+// The errors of a client that reset or aborted its connect while queued.
+function clientGaveUp(err: unknown): boolean {
+  const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
+  return err instanceof ConnectionAborted || err instanceof ConnectionReset ||
+    err instanceof NotConnected;
+}
+
+function logAcceptTrouble(err: Error) {
+  if (claimTroubleLog()) {
+    console.log(`accept failing, retrying: ${err.message}`);
   }
 }
 
@@ -131,17 +148,19 @@ function serve(conn: Deno.Conn, options: Options): Promise<void> {
 
 const READ_SIZE = 1024; // the tutorial's recv(1024)
 const LF = 10, CR = 13;
-const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
-const decoder = new TextDecoder(); // invalid UTF-8 becomes U+FFFD, no throw
+// Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
+// kept (by default TextDecoder drops it), so valid text echoes byte for byte.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
-class Connection {
+export class Connection {
   readonly id = Atomics.add(worker.connectionCounter, 0, 1) + 1;
   readonly opened = Date.now();
   lastProgress = Date.now();
   messages = 0;
   #peer = "";
-  #unfinished = EMPTY; // a line whose \n has not arrived yet
+  #unfinished: Uint8Array[] = []; // pieces of a line whose \n is to come
+  #unfinishedBytes = 0;
   #sending: Promise<unknown> = Promise.resolve(); // the write in flight
   #endReason = "";
   #lineTooLong = false;
@@ -185,9 +204,10 @@ class Connection {
         );
       }
     }
-    const lastLine = this.#unfinished; // input ended without a final \n
-    if (lastLine.length && !this.#endReason) {
-      await this.#send(this.#answerLine(lastLine));
+    if (this.#unfinishedBytes && !this.#endReason) { // no final \n
+      await this.#send(
+        this.#answerLine(this.#lineEndingWith(new Uint8Array())),
+      );
     }
   }
 
@@ -209,28 +229,44 @@ class Connection {
       .then(() => this.conn.closeWrite()).catch(() => this.#close());
   }
 
-  // Answers every complete line; keeps the rest until its \n arrives.
+  // Answers every complete line; keeps the rest until its \n arrives. Only
+  // new bytes are scanned, and a line's pieces are joined once, at its \n:
+  // a long line costs no more per byte than a short one.
   #answer(bytes: Uint8Array): string {
     if (this.options.framing === "raw") return this.#reply(bytes);
-    let data = bytes;
-    if (this.#unfinished.length) {
-      data = new Uint8Array(this.#unfinished.length + bytes.length);
-      data.set(this.#unfinished);
-      data.set(bytes, this.#unfinished.length);
-    }
     let replies = "";
     let start = 0;
-    for (let lf = data.indexOf(LF); lf !== -1; lf = data.indexOf(LF, start)) {
-      replies += this.#answerLine(data.subarray(start, lf));
+    for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
+      replies += this.#answerLine(
+        this.#lineEndingWith(bytes.subarray(start, lf)),
+      );
       if (this.#lineTooLong) return replies;
       start = lf + 1;
     }
-    // A copy: `bytes` is the read buffer, which the next read overwrites.
-    this.#unfinished = start === data.length ? EMPTY : data.slice(start);
+    if (start < bytes.length) {
+      // A copy: `bytes` is the read buffer, which the next read overwrites.
+      this.#unfinished.push(bytes.slice(start));
+      this.#unfinishedBytes += bytes.length - start;
+    }
     // Past --max-line, only a \r whose \n is still to come may wait.
-    const rest = this.#unfinished;
-    const allowed = this.options.maxLine + (rest.at(-1) === CR ? 1 : 0);
-    return rest.length > allowed ? replies + this.#answerLine(rest) : replies;
+    const endsInCR = this.#unfinished.at(-1)?.at(-1) === CR;
+    const allowed = this.options.maxLine + (endsInCR ? 1 : 0);
+    if (this.#unfinishedBytes > allowed) this.#lineTooLong = true;
+    return replies;
+  }
+
+  // The line that `end` finishes: the pieces kept so far, then `end`.
+  #lineEndingWith(end: Uint8Array): Uint8Array {
+    if (!this.#unfinished.length) return end;
+    const line = new Uint8Array(this.#unfinishedBytes + end.length);
+    let at = 0;
+    for (const piece of [...this.#unfinished, end]) {
+      line.set(piece, at);
+      at += piece.length;
+    }
+    this.#unfinished = [];
+    this.#unfinishedBytes = 0;
+    return line;
   }
 
   #answerLine(line: Uint8Array): string {
@@ -309,11 +345,17 @@ async function stopWorkers(signal: string, workers: Worker[], grace: number) {
     return;
   }
   Object.assign(stop, { signal, at: Date.now() });
-  console.log(`stopping: ${workers.length} workers, waiting up to ${grace} s`);
+  let notAccepting = 0; // "stopping" once no worker accepts any more
   const reports = await Promise.all(
     workers.map((worker) =>
       new Promise<typeof server>((stopped) => {
-        worker.onmessage = ({ data }) => stopped(data);
+        worker.onmessage = ({ data }) => {
+          if (!data.closedListener) return stopped(data);
+          if (++notAccepting < workers.length) return;
+          console.log(
+            `stopping: ${workers.length} workers, waiting up to ${grace} s`,
+          );
+        };
         worker.postMessage("stop");
       })
     ),
@@ -328,6 +370,7 @@ async function stopWorkers(signal: string, workers: Worker[], grace: number) {
 async function stopServing(listener: Deno.Listener, grace: number) {
   server.stopping = true;
   listener.close();
+  mainThread.postMessage({ closedListener: true });
   const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
   await Promise.race([Promise.all(open.values()), graceOver]);
   for (const connection of open.keys()) connection.end("server shutting down");
@@ -368,6 +411,26 @@ function freePort({ host, port }: Options): number {
       fail(`${host}:${port} is already in use`, 1);
     }
     fail(`cannot listen on ${host}:${port}: ${(err as Error).message}`, 1);
+  }
+}
+
+// reusePort lets any process of the same user join the workers' port, so two
+// instances started together could both pass freePort's probe, then share
+// the port and split the clients. A UDP socket bound to the same address and
+// port, without reusePort, is a lock the kernel gives to one process only:
+// the second instance fails here, however close together they start. It is
+// held until the process exits. (Bun's UDP socket comes as a promise.)
+async function lockPort({ host }: Options, port: number) {
+  try {
+    await Deno.listenDatagram({ transport: "udp", hostname: host, port });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(
+        `${host}:${port} is already in use (worker-pool also locks UDP ${port})`,
+        1,
+      );
+    }
+    fail(`cannot lock ${host}:${port}: ${(err as Error).message}`, 1);
   }
 }
 
@@ -428,6 +491,7 @@ if (isWorker) {
   }
   checkReusePort();
   const port = freePort(options);
+  await lockPort(options, port);
   const workers = await startWorkers(options, port);
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(

@@ -63,7 +63,8 @@ const dir = mkdtempSync(join(tmpdir(), "bench-test-"));
 const svgFile = join(dir, "bench.svg");
 after(() => rmSync(dir, { recursive: true, force: true }));
 const smallArgs = ["--modes", "serial,thread-per-connection", "--conns"]
-  .concat(["1,4", "--seconds", "1", "--idle", "20", "--svg", svgFile]);
+  .concat(["1,4", "--seconds", "1", "--idle", "20", "--svg", svgFile])
+  .concat(["--framing-mib", "1"]);
 let small: Promise<Run> | undefined;
 const smallRun = () => small ??= bench(smallArgs);
 
@@ -71,16 +72,18 @@ test("bench runs small and exits 0", LONG, async () => {
   const { code, stdout, stderr } = await smallRun();
   assert.equal(code, 0, stderr);
   assert.doesNotMatch(stderr, /error/);
-  for (const heading of ["## (a) Hold", "## (b) Ping-pong", "## (c) Memory"]) {
+  const headings = ["## (a) Hold", "## (b) Ping-pong", "## (c) Memory"]
+    .concat(["## (d) Framing"]);
+  for (const heading of headings) {
     assert.ok(stdout.includes(heading), `no ${heading} in:\n${stdout}`);
   }
 });
 
 test("bench progress: one line per step on a pipe", LONG, async () => {
   const { stderr } = await smallRun();
-  const steps = stderr.split("\n").filter((line) => /^\[\d+\/8\] /.test(line));
-  assert.equal(steps.length, 8, stderr);
-  assert.equal(steps[0], "[1/8] serial: hold, 20 clients");
+  const steps = stderr.split("\n").filter((line) => /^\[\d+\/10\] /.test(line));
+  assert.equal(steps.length, 10, stderr);
+  assert.equal(steps[0], "[1/10] serial: hold, 20 clients");
 });
 
 test("bench hold: serial's waits stack up", LONG, async () => {
@@ -125,6 +128,16 @@ test("bench memory: only accepted ones cost", LONG, async (t) => {
   assert.deepEqual(perConn.slice(1, 3), ["20 of 20", "20"]);
   assert.match(perConn[3], /^\d+\.\d (KiB|MiB)$/);
   assert.equal(serial[6], "19 in the backlog");
+});
+
+test("bench framing: CPU per MiB for each line length", LONG, async (t) => {
+  if (!existsSync("/proc/self/stat")) return t.skip("no /proc");
+  const { stdout } = await smallRun();
+  for (const server of ["serial", "thread-per-connection"]) {
+    const cells = row(stdout, "(d) Framing", server);
+    for (const cell of cells.slice(1, 4)) assert.match(cell, /^\d+\.\d ms$/);
+    assert.match(cells[4], /^(\d+\.\dx|-)$/); // "-": too quick to count
+  }
 });
 
 test("bench --svg writes a well-formed chart", LONG, async () => {

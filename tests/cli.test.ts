@@ -1,11 +1,13 @@
 // The command line of every script, and how every mode shuts down.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
 import {
   CLIENT,
   expectReply,
   MODE_NAMES,
   MODES,
+  PATIENCE_MS,
   pushWithoutReading,
   runScript,
   type Server,
@@ -22,6 +24,26 @@ async function expectStopped(server: Server, summary: string): Promise<void> {
 }
 
 const stopping = /^stopping: /;
+
+// True if a connect to `port` is refused: nothing listens there.
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => (socket.destroy(), resolve(false)));
+    socket.once("error", (err: Error & { code?: string }) => {
+      resolve(err.code === "ECONNREFUSED");
+    });
+  });
+}
+
+// Checks `ready` every 50 ms until it holds; false after PATIENCE_MS.
+async function pollUntil(ready: () => Promise<boolean>): Promise<boolean> {
+  for (const deadline = Date.now() + PATIENCE_MS; Date.now() < deadline;) {
+    if (await ready()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+}
 
 for (const script of [...Object.values(MODES), CLIENT]) {
   test(`${script} --help prints usage and exits 0`, async () => {
@@ -130,6 +152,18 @@ for (const mode of MODE_NAMES) {
         assert.equal((await server.exit()).code, 0);
       }),
   );
+
+  test(`${mode}: after SIGTERM, new clients are refused while the open one is served`, () =>
+    withClient(mode, ["--grace", "30"], async (served, server) => {
+      server.signal("SIGTERM");
+      await server.waitForLine(stopping);
+      // worker-pool's workers hear of the signal a moment after "stopping".
+      assert.ok(await pollUntil(() => refused(server.port)), "still accepting");
+      await served.write("still served\n");
+      await expectReply(served, "still served");
+      served.close();
+      await expectStopped(server, "stopped: 1 connections, 1 messages");
+    }));
 
   test(`${mode}: a second signal exits at once with status 130`, () =>
     withClient(mode, ["--grace", "30"], async (_client, server) => {

@@ -45,6 +45,29 @@ test("client sends every piped line, empty ones too, in order", async () => {
   });
 });
 
+test("client -m with a newline sends each line, prints every reply", async () => {
+  await withServer("thread-per-connection", [], async (server) => {
+    const args = ["--port", `${server.port}`, "-m", "a\nb", "-m", "c"];
+    const run = await runScript(CLIENT, args);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(replyTexts(run.stdout), ["a", "b", "c"]);
+  });
+});
+
+// node:readline would end a line at a lone "\r"; the servers do not.
+test("client frames piped lines as the servers do: only \\n ends a line", async () => {
+  await withServer("thread-per-connection", [], async (server) => {
+    const input = "one\rtwo\nthree\r\n\ufefffour";
+    const run = await runScript(CLIENT, ["--port", `${server.port}`], input);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(replyTexts(run.stdout), [
+      "one\rtwo",
+      "three",
+      "\ufefffour",
+    ]);
+  });
+});
+
 test("client --framing raw sends messages as typed, prints each read", async () => {
   await withServer("serial", ["--framing", "raw"], async (server) => {
     const args = ["--port", `${server.port}`, "--framing", "raw", "-m", "hi"];
@@ -81,7 +104,10 @@ test("client: a connect to a full backlog times out", {
     ];
     try {
       const args = ["--port", `${server.port}`, "--connect-timeout", "1"];
+      const started = Date.now();
       const run = await runScript(CLIENT, [...args, "-m", "x"]);
+      // Seconds, not milliseconds: it waited (a slow machine waits longer).
+      assert.ok(Date.now() - started >= 900, "gave up before 1 s");
       assert.equal(run.code, 1);
       assert.equal(
         run.stderr,

@@ -188,6 +188,20 @@ test("fixed-pool --pool-size 2: two served at once, the third waits for a worker
     assert.equal(cOpened.worker, aOpened.worker);
   }));
 
+// Deno's accept() takes one caller at a time and fails the others with
+// Busy: workers that did not take turns would log "accept failing" at once.
+test("fixed-pool --pool-size 3: the workers take turns at accept, no accept fails", () =>
+  withMode("fixed-pool", ["--pool-size", "3"], async ({ server, connect }) => {
+    const clients = [await connect(), await connect(), await connect()];
+    for (const [i, client] of clients.entries()) {
+      await exchange(client, `client ${i}`);
+    }
+    const trouble = server.stdoutLines.filter((line) =>
+      line.startsWith("accept failing")
+    );
+    assert.deepEqual(trouble, []);
+  }));
+
 test("thread-per-connection: 50 clients are all served at once", () =>
   withMode("thread-per-connection", [], async ({ connect }) => {
     const clients: TestClient[] = [];

@@ -46,6 +46,17 @@ for (const mode of MODE_NAMES) {
       assert.equal(unstamped(await client.nextLine()), "café");
     }));
 
+  for (const framing of ["line", "raw"]) {
+    test(`${mode} --framing ${framing}: a leading byte-order mark comes back`, () =>
+      withClient(mode, ["--framing", framing], async (client) => {
+        const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+        await client.write(Buffer.concat([bom, Buffer.from("hello\n")]));
+        const line = Buffer.from(await client.nextLine(), "utf8");
+        const text = line.subarray(line.indexOf("] ") + 2);
+        assert.deepEqual([...text], [...bom, ...Buffer.from("hello")]);
+      }));
+  }
+
   test(`${mode}: CRLF line endings`, () =>
     withClient(mode, [], async (client) => {
       await client.write("abc\r\n");

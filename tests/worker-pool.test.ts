@@ -5,11 +5,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import {
+  Child,
   expectReply,
   IS_BUN,
   MODES,
   type Server,
   TestClient,
+  unusedPort,
   withServer,
 } from "./helpers.ts";
 
@@ -45,6 +47,46 @@ test("worker-pool: connections land on more than one worker", () =>
       for (const client of clients) client.close();
     }
   }));
+
+test("worker-pool: connections are numbered across the process, not per worker", () =>
+  withServer("worker-pool", ["--workers", "2"], async (server) => {
+    const clients = await connectMany(server, 20);
+    try {
+      const numbers = [];
+      for (const client of clients) {
+        const port = client.socket.localPort;
+        const opened = new RegExp(`^#(\\d+) 127\\.0\\.0\\.1:${port} worker`);
+        numbers.push(Number(opened.exec(await server.waitForLine(opened))![1]));
+      }
+      const oneToTwenty = Array.from({ length: 20 }, (_, i) => i + 1);
+      assert.deepEqual(numbers.sort((a, b) => a - b), oneToTwenty);
+    } finally {
+      for (const client of clients) client.close();
+    }
+  }));
+
+// reusePort would let a second instance share the port and take half the
+// clients; the UDP lock lets exactly one of two started together listen.
+test("worker-pool: of two instances started at once on one port, one listens, one fails", async () => {
+  for (let round = 0; round < 3; round++) {
+    const port = `${await unusedPort()}`;
+    const args = ["--port", port, "--workers", "2"];
+    const both = [0, 1].map(() => Child.start(MODES["worker-pool"], args));
+    try {
+      const outcomes = await Promise.all(both.map(async (child) => {
+        const listening = await child.waitForLine(/ listening on /)
+          .then(() => true, () => false); // false: exited first
+        return listening ? "listening" : child;
+      }));
+      const failedChild = outcomes.find((o) => o !== "listening") as Child;
+      assert.equal(outcomes.filter((o) => o === "listening").length, 1);
+      assert.equal((await failedChild.exit()).code, 1);
+      assert.match(failedChild.stderr, /^error: .* is already in use/);
+    } finally {
+      for (const child of both) await child.kill();
+    }
+  }
+});
 
 test("worker-pool: a failing connection does not disturb the others", () =>
   withServer("worker-pool", ["--workers", "2"], async (server) => {

@@ -1,0 +1,137 @@
+// Line framing, tested on each mode file's own connection handler with a
+// stand-in socket, so that every way TCP can cut a stream is tried: the
+// input split in two at every byte, and one byte per read. The expected
+// replies are computed from the bytes sent, never with a TextDecoder.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Connection as SerialConnection } from "../modes/serial.ts";
+import { Connection as FixedPoolConnection } from "../modes/fixed-pool.ts";
+import { Connection as PerConnectionConnection } from "../modes/thread-per-connection.ts";
+import { Connection as WorkerPoolConnection } from "../modes/worker-pool.ts";
+import { type Mode, MODE_NAMES, STAMP } from "./helpers.ts";
+
+const CONNECTIONS = {
+  serial: SerialConnection,
+  "fixed-pool": FixedPoolConnection,
+  "thread-per-connection": PerConnectionConnection,
+  "worker-pool": WorkerPoolConnection,
+} satisfies Record<Mode, unknown>;
+
+const READ_SIZE = 1024; // what one read of the handler can return at most
+
+// A Deno.Conn that returns `reads` one by one, then end of input, and keeps
+// every byte written to it.
+class FakeConn {
+  readonly remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
+  readonly written: Buffer[] = [];
+  constructor(readonly reads: Uint8Array[]) {}
+  read(buffer: Uint8Array): Promise<number | null> {
+    const next = this.reads.shift();
+    if (!next) return Promise.resolve(null);
+    buffer.set(next);
+    return Promise.resolve(next.length);
+  }
+  write(bytes: Uint8Array): Promise<number> {
+    this.written.push(Buffer.from(bytes));
+    return Promise.resolve(bytes.length);
+  }
+  closeWrite(): Promise<void> {
+    return Promise.resolve();
+  }
+  close() {}
+}
+
+const OPTIONS = {
+  framing: "line",
+  maxLine: 65536,
+  idleTimeout: 0,
+  quiet: true,
+};
+
+// Serves `reads` with `mode`'s handler; returns what it wrote.
+async function serve(mode: Mode, reads: Uint8Array[]): Promise<Buffer> {
+  const conn = new FakeConn(reads);
+  // deno-lint-ignore no-explicit-any
+  const Connection = CONNECTIONS[mode] as any; // fixed-pool adds a worker id
+  await new Connection(conn, OPTIONS, 1).serve();
+  return Buffer.concat(conn.written);
+}
+
+// The replies, each without its stamp and "\n", as bytes.
+function replies(output: Buffer): Buffer[] {
+  const lines: Buffer[] = [];
+  for (let start = 0; start < output.length;) {
+    const lf = output.indexOf(10, start);
+    assert.notEqual(lf, -1, "a reply without its \\n");
+    const line = output.subarray(start, lf);
+    const stamp = STAMP.exec(line.toString("latin1"));
+    assert.ok(stamp, `no stamp: ${line.toString("latin1")}`);
+    lines.push(line.subarray(stamp[0].length));
+    start = lf + 1;
+  }
+  return lines;
+}
+
+// What the protocol says comes back: each line's bytes, one "\r" before its
+// end dropped; a last line without "\n" too.
+function expected(input: Buffer): Buffer[] {
+  const lines: Buffer[] = [];
+  for (let start = 0; start < input.length;) {
+    let lf = input.indexOf(10, start);
+    if (lf === -1) lf = input.length;
+    let line = input.subarray(start, lf);
+    if (line.at(-1) === 13) line = line.subarray(0, -1);
+    lines.push(line);
+    start = lf + 1;
+  }
+  return lines;
+}
+
+// `bytes` as reads of at most READ_SIZE bytes.
+function reads(bytes: Buffer, size = READ_SIZE): Uint8Array[] {
+  const pieces = [];
+  for (let at = 0; at < bytes.length; at += size) {
+    pieces.push(bytes.subarray(at, at + size));
+  }
+  return pieces;
+}
+
+// A byte-order mark first, CRLF and CR alone, multi-byte characters, an
+// empty line, a line longer than two reads, and a last line without "\n".
+const INPUT = Buffer.concat([
+  Buffer.from([0xef, 0xbb, 0xbf]),
+  Buffer.from("hello\r\ncafé 中 🙂\n\none\rtwo\r\n"),
+  Buffer.from("long:" + "0123456789".repeat(250) + "\n"),
+  Buffer.from([0xff, 0xc3, 0x0a]), // invalid UTF-8, echoed as U+FFFD
+  Buffer.from("tail\r"),
+]);
+
+// The invalid line comes back as two replacement characters; all else as sent.
+const REPLACED = Buffer.from("\ufffd\ufffd");
+const WANT = expected(INPUT).map((line) =>
+  line.equals(Buffer.from([0xff, 0xc3])) ? REPLACED : line
+);
+
+for (const mode of MODE_NAMES) {
+  test(`${mode}: framing: the input split in two at every byte`, async () => {
+    for (let cut = 0; cut <= INPUT.length; cut++) {
+      const split = [
+        ...reads(INPUT.subarray(0, cut)),
+        ...reads(INPUT.subarray(cut)),
+      ];
+      const got = replies(await serve(mode, split));
+      assert.deepEqual(got, WANT, `cut at byte ${cut}`);
+    }
+  });
+
+  test(`${mode}: framing: one byte per read`, async () => {
+    const got = replies(await serve(mode, reads(INPUT, 1)));
+    assert.deepEqual(got, WANT);
+  });
+
+  test(`${mode}: framing: a byte-order mark comes back`, async () => {
+    const bom = Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from("hello\n")]);
+    const [reply] = replies(await serve(mode, [bom]));
+    assert.deepEqual([...reply], [...bom.subarray(0, -1)]);
+  });
+}
