@@ -469,7 +469,7 @@ async function framingRow(server: Server, mib: number): Promise<FramingRow> {
     const skip = mib === 0 || server.cpuSeconds() === null;
     cpuMsPerMiB.push(skip ? null : await framingCost(server, mib, length));
   }
-  return { server: label(server.mode, 1), cpuMsPerMiB };
+  return { server: label(server.mode, HOLD_POOL), cpuMsPerMiB };
 }
 
 async function framingCost(server: Server, mib: number, length: number) {
