@@ -71,7 +71,7 @@ const errorsByCode: Record<string, ErrorClass> = {
   ECONNRESET: errors.ConnectionReset,
   ENOTCONN: errors.NotConnected,
   EPIPE: errors.BrokenPipe,
-  EPROTO: errors.ConnectionAborted, // a handshake that failed: Deno has no class
+  EPROTO: errors.ConnectionAborted, // a protocol error: Deno has no class
 };
 
 // Bun's messages may not say why ("Failed to listen at 10.0.0.9"): add

@@ -105,6 +105,7 @@ function serve(conn: Deno.Conn, options: Options): Promise<void> {
 
 const READ_SIZE = 1024; // the tutorial's recv(1024)
 const LF = 10, CR = 13;
+const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 // Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
 // kept (by default TextDecoder drops it), so valid text echoes byte for byte.
@@ -116,8 +117,8 @@ export class Connection {
   lastProgress = Date.now();
   messages = 0;
   #peer = "";
-  #unfinished: Uint8Array[] = []; // pieces of a line whose \n is to come
-  #unfinishedBytes = 0;
+  #unfinished = EMPTY; // a line whose \n is to come: its first
+  #unfinishedBytes = 0; // #unfinishedBytes bytes, with room to grow
   #sending: Promise<unknown> = Promise.resolve(); // the write in flight
   #endReason = "";
   #lineTooLong = false;
@@ -161,7 +162,7 @@ export class Connection {
     }
     if (this.#unfinishedBytes && !this.#endReason) { // no final \n
       await this.#send(
-        this.#answerLine(this.#lineEndingWith(new Uint8Array())),
+        this.#answerLine(this.#lineEndingWith(EMPTY)),
       );
     }
   }
@@ -185,8 +186,9 @@ export class Connection {
   }
 
   // Answers every complete line; keeps the rest until its \n arrives. Only
-  // new bytes are scanned, and a line's pieces are joined once, at its \n:
-  // a long line costs no more per byte than a short one.
+  // new bytes are scanned, and an unfinished line grows in a buffer that
+  // doubles when full: a long line costs no more per byte than a short one,
+  // in time or in memory, however the client cuts it.
   #answer(bytes: Uint8Array): string {
     if (this.options.framing === "raw") return this.#reply(bytes);
     let replies = "";
@@ -198,28 +200,32 @@ export class Connection {
       if (this.#lineTooLong) return replies;
       start = lf + 1;
     }
-    if (start < bytes.length) {
-      // A copy: `bytes` is the read buffer, which the next read overwrites.
-      this.#unfinished.push(bytes.slice(start));
-      this.#unfinishedBytes += bytes.length - start;
-    }
+    this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
     // Past --max-line, only a \r whose \n is still to come may wait.
-    const endsInCR = this.#unfinished.at(-1)?.at(-1) === CR;
+    const endsInCR = this.#unfinished[this.#unfinishedBytes - 1] === CR;
     const allowed = this.options.maxLine + (endsInCR ? 1 : 0);
     if (this.#unfinishedBytes > allowed) this.#lineTooLong = true;
     return replies;
   }
 
-  // The line that `end` finishes: the pieces kept so far, then `end`.
-  #lineEndingWith(end: Uint8Array): Uint8Array {
-    if (!this.#unfinished.length) return end;
-    const line = new Uint8Array(this.#unfinishedBytes + end.length);
-    let at = 0;
-    for (const piece of [...this.#unfinished, end]) {
-      line.set(piece, at);
-      at += piece.length;
+  #keep(bytes: Uint8Array) {
+    const needed = this.#unfinishedBytes + bytes.length;
+    if (needed > this.#unfinished.length) {
+      const size = Math.max(needed, 2 * this.#unfinished.length);
+      const bigger = new Uint8Array(size);
+      bigger.set(this.#unfinished.subarray(0, this.#unfinishedBytes));
+      this.#unfinished = bigger;
     }
-    this.#unfinished = [];
+    this.#unfinished.set(bytes, this.#unfinishedBytes);
+    this.#unfinishedBytes = needed;
+  }
+
+  // The line that `end` finishes: the bytes kept so far, then `end`.
+  #lineEndingWith(end: Uint8Array): Uint8Array {
+    if (!this.#unfinishedBytes) return end;
+    this.#keep(end);
+    const line = this.#unfinished.subarray(0, this.#unfinishedBytes);
+    this.#unfinished = EMPTY; // the next line starts small again
     this.#unfinishedBytes = 0;
     return line;
   }

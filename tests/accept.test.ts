@@ -42,8 +42,8 @@ const RESETS = 100;
 
 for (const [mode, args] of ONE_AT_A_TIME) {
   test(
-    `${mode} ${
-      args.join(" ")
+    `${
+      [mode, ...args].join(" ")
     }: ${RESETS} clients that reset while queued do not delay the next`,
     {
       timeout: 60_000,
@@ -98,7 +98,7 @@ for (const mode of MODE_NAMES) {
           }
         })();
         try {
-          await sleep(200); // the resets are under way
+          while (resets < 10) await sleep(10); // the resets are under way
           for (let i = 0; i < CLIENTS; i++) {
             const client = await TestClient.connect(server.port);
             try {
@@ -112,7 +112,6 @@ for (const mode of MODE_NAMES) {
           resetting = false;
           await resetLoop;
         }
-        assert.ok(resets > 10, `only ${resets} resets`);
         assert.deepEqual(troubleLines(server), []);
       }),
   );

@@ -157,7 +157,8 @@ for (const mode of MODE_NAMES) {
     withClient(mode, ["--grace", "30"], async (served, server) => {
       server.signal("SIGTERM");
       await server.waitForLine(stopping);
-      // worker-pool's workers hear of the signal a moment after "stopping".
+      // Refused once the listener is closed; a handshake may complete until
+      // the kernel has dropped the listening socket, with no one to accept.
       assert.ok(await pollUntil(() => refused(server.port)), "still accepting");
       await served.write("still served\n");
       await expectReply(served, "still served");

@@ -1,7 +1,8 @@
 // Line framing, tested on each mode file's own connection handler with a
 // stand-in socket, so that every way TCP can cut a stream is tried: the
 // input split in two at every byte, and one byte per read. The expected
-// replies are computed from the bytes sent, never with a TextDecoder.
+// replies are computed from the bytes sent, never with a TextDecoder. And
+// the work is linear: a long line is not copied again on every read.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Connection as SerialConnection } from "../modes/serial.ts";
@@ -133,5 +134,47 @@ for (const mode of MODE_NAMES) {
     const bom = Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from("hello\n")]);
     const [reply] = replies(await serve(mode, [bom]));
     assert.deepEqual([...reply], [...bom.subarray(0, -1)]);
+  });
+}
+
+// Counts the bytes that Uint8Array's set() and slice() copy while `body`
+// runs: how a handler copies a line it keeps across reads.
+async function bytesCopied(body: () => Promise<unknown>): Promise<number> {
+  const { set, slice } = Uint8Array.prototype;
+  let copied = 0;
+  Uint8Array.prototype.set = function (source, offset) {
+    copied += (source as ArrayLike<number>).length;
+    return set.call(this, source as ArrayLike<number>, offset);
+  };
+  Uint8Array.prototype.slice = function (start, end) {
+    const copy = slice.call(this, start, end);
+    copied += copy.length;
+    return copy;
+  };
+  try {
+    await body();
+  } finally {
+    Object.assign(Uint8Array.prototype, { set, slice });
+  }
+  return copied;
+}
+
+const LONG = 256 * 1024;
+
+for (const mode of MODE_NAMES) {
+  test(`${mode}: framing: a ${LONG / 1024} KiB line is copied a few times, not once per read`, async () => {
+    const line = Buffer.alloc(LONG + 1, "x");
+    line[LONG] = 10;
+    const conn = new FakeConn(reads(line));
+    conn.write = (bytes: Uint8Array) => Promise.resolve(bytes.length);
+    // deno-lint-ignore no-explicit-any
+    const Connection = CONNECTIONS[mode] as any;
+    const options = { ...OPTIONS, maxLine: LONG };
+    const copied = await bytesCopied(() =>
+      new Connection(conn, options, 1).serve()
+    );
+    // Copying the unfinished line on each 1 KiB read would be 256 times
+    // 128 KiB on average, 32 MiB; growing a buffer by doubling, about 3 x.
+    assert.ok(copied < 8 * LONG, `${copied} bytes copied for ${LONG}`);
   });
 }
