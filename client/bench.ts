@@ -27,9 +27,14 @@ import { parseArgs } from "node:util";
 const MODES = ["serial", "fixed-pool", "thread-per-connection"] as const;
 type Mode = typeof MODES[number];
 
-const USAGE = `usage: deno task bench [--modes ${MODES.join(",")}]
-  [--conns 1,16,256] [--seconds 3] [--idle 1000] [--framing-mib 16]
-  [--svg FILE] [--help]`;
+const USAGE = `usage: deno task bench [flags]
+  --modes LIST       modes to measure (${MODES.join(",")})
+  --conns LIST       connections for each ping-pong row (1,16,256)
+  --seconds S        seconds per ping-pong row (3)
+  --idle N           idle connections for the memory table; 0 skips it (1000)
+  --framing-mib N    MiB per line length in the framing table; 0 skips (16)
+  --svg FILE         also draw the hold and ping-pong tables as a chart (none)
+  --help             this text`;
 
 type Options = ReturnType<typeof parseOptions>;
 
@@ -945,10 +950,20 @@ async function stopAll(exitCode: number): Promise<never> {
   Deno.exit(exitCode);
 }
 
+// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
+function joinNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
+    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
+  }
+  return joined;
+}
+
 if (import.meta.main) {
   let options: Options;
   try {
-    options = parseOptions(Deno.args);
+    options = parseOptions(joinNegativeValues(Deno.args));
   } catch (err) {
     const [first] = (err as Error).message.split(/\n|\. /); // parseArgs says more
     fail(first, 2);

@@ -10,9 +10,13 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 
-const USAGE = `usage: deno run --allow-net client/client.ts [--host 127.0.0.1]
-  [--port 8080] [--framing line|raw] [-m TEXT]... [--connect-timeout 5]
-  [--help]`;
+const USAGE = `usage: deno run --allow-net client/client.ts [flags]
+  --host H              server address (127.0.0.1)
+  --port N              server port (8080)
+  --framing F           line: a line each, one reply each; raw: as typed (line)
+  -m, --message TEXT    send it, print the reply; repeatable (none: read stdin)
+  --connect-timeout S   seconds to wait for the connection (5)
+  --help                this text`;
 
 type Options = ReturnType<typeof parseOptions>;
 
@@ -65,12 +69,9 @@ async function connect({ host, port, connectTimeout }: Options) {
     ]);
   } catch (err) {
     if (err instanceof Deno.errors.ConnectionRefused) {
-      const start = navigator.userAgent.startsWith("Bun")
-        ? "bun modes/serial.ts"
-        : "deno task serial";
       fail(
         `cannot connect to ${where} (connection refused); ` +
-          `start a server first, e.g. ${start}`,
+          `start a server first, e.g. ${startCommand()}`,
       );
     }
     if (err === timedOut) {
@@ -80,6 +81,18 @@ async function connect({ host, port, connectTimeout }: Options) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+// How to start a server from here: with the project's commands when this
+// file sits in the repository, else with a mode file copied beside it.
+function startCommand(): string {
+  const bun = navigator.userAgent.startsWith("Bun");
+  if (import.meta.url.endsWith("/client/client.ts")) {
+    return bun ? "bun modes/serial.ts" : "deno task serial";
+  }
+  return bun
+    ? "bun --preload ./deno-shim.ts serial.ts"
+    : "deno run --allow-net serial.ts";
 }
 
 const encoder = new TextEncoder();
@@ -200,10 +213,27 @@ async function* typedLines(lines: AsyncIterator<Uint8Array>) {
   }
 }
 
+// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
+function joinNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
+    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
+  }
+  return joined;
+}
+
 if (import.meta.main) {
+  if (!("Deno" in globalThis)) { // Bun, without bun/deno-shim.ts preloaded
+    console.error(
+      "error: client.ts needs Deno, or Bun with deno-shim.ts: run bun " +
+        "from the repository, or bun --preload ./deno-shim.ts client.ts",
+    );
+    process.exit(1);
+  }
   let options: Options;
   try {
-    options = parseOptions(Deno.args);
+    options = parseOptions(joinNegativeValues(Deno.args));
   } catch (err) {
     fail((err as Error).message.split(". ")[0], 2); // parseArgs says more
   }

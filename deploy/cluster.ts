@@ -13,8 +13,11 @@
  */
 import { parseArgs } from "node:util";
 
-const USAGE = `usage: deno run --allow-net --allow-run deploy/cluster.ts
-  [--port 8080] [--mode thread-per-connection] [--help]`;
+const USAGE = `usage: deno run --allow-net --allow-run deploy/cluster.ts [flags]
+  --port N     HAProxy's port, where clients connect (8080)
+  --mode M     the mode each of the three instances runs: serial, fixed-pool
+               or thread-per-connection (thread-per-connection)
+  --help       this text`;
 
 const MODES = ["serial", "fixed-pool", "thread-per-connection"];
 const INSTANCES = ["s1", "s2", "s3"]; // the server names in haproxy.cfg
@@ -241,10 +244,20 @@ function fail(message: string, exitCode = 1): never {
   Deno.exit(exitCode);
 }
 
+// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
+function joinNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
+    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
+  }
+  return joined;
+}
+
 if (import.meta.main) {
   let options;
   try {
-    options = parseOptions(Deno.args);
+    options = parseOptions(joinNegativeValues(Deno.args));
   } catch (err) {
     fail((err as Error).message.split(". ")[0], 2);
   }

@@ -1,19 +1,296 @@
 /**
  * Serial server: one connection at a time, like the tutorial's first server.
- * It serves a client until that client closes, and only then accepts the
- * next. Meanwhile the kernel completes other clients' connects and holds them
- * in the listen backlog, where they get no reply.
+ * The next client is accepted only once the current one closes; until then
+ * the kernel holds it in the listen backlog, connected but unanswered.
  *
  * Run:   deno run --allow-net modes/serial.ts       (or: deno task serial)
  * Watch: run `deno task client` in two more terminals. The first gets
  *        replies; the second waits at its first line until the first quits.
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 
 const MODE = "serial";
-const USAGE = `usage: deno run --allow-net modes/${MODE}.ts [--host 127.0.0.1]
-  [--port 8080] [--backlog 511] [--framing line|raw] [--max-line 65536]
-  [--idle-timeout 300] [--grace 5] [--quiet] [--help]`;
+
+// ---- The lesson: serve each connection to the end, then accept the next.
+async function acceptLoop(listener: Deno.Listener, options: Options) {
+  for (;;) {
+    const conn = await accept(listener);
+    if (!conn) return; // the server is stopping
+    await serve(conn, options);
+  }
+}
+
+async function main() {
+  const options = parseCommandLine();
+  const listener = listen(options);
+  stopOnSignals(listener, options.grace);
+  closeIdleConnections(options.idleTimeout);
+  const { port } = listener.addr as Deno.NetAddr;
+  console.log(`${MODE} listening on ${options.host}:${port}`);
+  await acceptLoop(listener, options);
+}
+
+// ---- The rest is the same in every mode file.
+
+// -- Accepting. A client that gave up while it waited in the backlog (it
+// reset) concerns that client only: accept again at once. Running out of
+// descriptors or memory concerns everyone: retrying at once would spin, so
+// wait a little, and say so once per burst, even with --quiet.
+async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
+  for (;;) {
+    try {
+      const conn = await listener.accept();
+      if (!server.stopSignal) return conn;
+      conn.close(); // taken as the listener closed: dropped like the backlog
+      return null;
+    } catch (err) {
+      if (server.stopSignal) return null;
+      if (clientGaveUp(err)) continue;
+      if (Date.now() - troubleLoggedAt > 10_000) {
+        troubleLoggedAt = Date.now();
+        console.log(`accept failing, retrying: ${(err as Error).message}`);
+      }
+      await new Promise((retry) => setTimeout(retry, 100));
+    }
+  }
+}
+
+let troubleLoggedAt = 0;
+
+function clientGaveUp(err: unknown): boolean {
+  const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
+  return err instanceof ConnectionAborted || err instanceof ConnectionReset ||
+    err instanceof NotConnected;
+}
+
+// -- The connection. Each reply is written in full before the next read: a
+// client that does not read stops us reading, and its data waits in the
+// kernel, not in our memory (backpressure).
+const server = { connections: 0, messages: 0, stopSignal: "", stopAt: 0 };
+const open = new Map<Connection, Promise<void>>(); // each with its end
+
+function serve(conn: Deno.Conn, options: Options): Promise<void> {
+  const connection = new Connection(conn, options);
+  const done = connection.serve().finally(() => open.delete(connection));
+  open.set(connection, done);
+  return done;
+}
+
+const READ_SIZE = 1024; // the tutorial's recv(1024)
+const LF = 10,
+  CR = 13,
+  NEWLINE = new Uint8Array([LF]),
+  EMPTY = new Uint8Array();
+const encoder = new TextEncoder();
+// Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
+// kept (TextDecoder drops it by default), so text echoes byte for byte.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+export class Connection {
+  readonly id = ++server.connections;
+  readonly opened = Date.now();
+  lastProgress = Date.now(); // a whole line in, or reply bytes out
+  messages = 0;
+  #peer: string;
+  #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
+  #lineBytes = 0; // bytes, with room to grow
+  #writing: Promise<void> = Promise.resolve(); // replies queue here
+  #endReason = "";
+
+  constructor(readonly conn: Deno.Conn, readonly options: Options) {
+    const { hostname, port } = conn.remoteAddr as Deno.NetAddr;
+    this.#peer = `${hostname}:${port}`;
+  }
+
+  async serve() {
+    this.#log("opened");
+    try {
+      const buffer = new Uint8Array(READ_SIZE);
+      for (;;) {
+        const n = await this.conn.read(buffer);
+        if (n === null) break;
+        if (!this.#endReason) await this.#answer(buffer.subarray(0, n));
+      }
+      // A last line without its \n is answered as if the \n had come.
+      if (this.#lineBytes && !this.#endReason) await this.#answer(NEWLINE);
+    } catch (err) {
+      this.#endReason ||= (err as Error).message;
+    }
+    await this.#writing.catch(() => {});
+    this.#close();
+    server.messages += this.messages;
+    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
+    const carried = count(this.messages, "message");
+    const why = this.#endReason && ` (${this.#endReason})`;
+    this.#log(`closed after ${time} s, ${carried}${why}`);
+  }
+
+  // Ends the connection from our side: after the replies in flight, a last
+  // line says why, then FIN. Input is read and dropped until the client
+  // closes too: closing with unread input makes the kernel reset the
+  // connection, and a reset throws away what the client has not read yet,
+  // our last line included. A client stuck for a second is closed anyway.
+  end(reason: string, why = reason) {
+    if (this.#endReason) return;
+    this.#endReason = reason;
+    this.#write(`ERROR ${why}\n`).then(() => this.conn.closeWrite())
+      .catch(() => this.#close());
+    const closeWhenStuck = () => {
+      if (Date.now() - this.lastProgress >= 1000) this.#close();
+      else setTimeout(closeWhenStuck, 1000);
+    };
+    setTimeout(closeWhenStuck, 1000);
+  }
+
+  // Answers every whole line in `bytes` and keeps the rest for later. Only
+  // new bytes are scanned, and an unfinished line grows in a buffer that
+  // doubles when full: a long line costs no more per byte than a short one,
+  // in time or in memory, however the client cuts it.
+  #answer(bytes: Uint8Array): Promise<void> {
+    if (this.options.framing === "raw") return this.#write(this.#reply(bytes));
+    let replies = "";
+    let start = 0;
+    for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
+      const line = this.#takeLine(bytes.subarray(start, lf));
+      if (this.#tooLong(line.length, line.at(-1))) return this.#refuse(replies);
+      const text = line.at(-1) === CR ? line.subarray(0, -1) : line;
+      replies += this.#reply(text) + "\n";
+      start = lf + 1;
+    }
+    this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
+    const last = this.#line[this.#lineBytes - 1];
+    if (this.#tooLong(this.#lineBytes, last)) return this.#refuse(replies);
+    return this.#write(replies);
+  }
+
+  // Past --max-line, only a \r whose \n is still to come may wait.
+  #tooLong(bytes: number, lastByte?: number): boolean {
+    return bytes > this.options.maxLine + (lastByte === CR ? 1 : 0);
+  }
+
+  #refuse(replies: string): Promise<void> {
+    const written = this.#write(replies);
+    this.end("line too long", `line longer than ${this.options.maxLine} bytes`);
+    return written;
+  }
+
+  #keep(bytes: Uint8Array) {
+    const needed = this.#lineBytes + bytes.length;
+    if (needed > this.#line.length) {
+      const bigger = new Uint8Array(Math.max(needed, 2 * this.#line.length));
+      bigger.set(this.#line.subarray(0, this.#lineBytes));
+      this.#line = bigger;
+    }
+    this.#line.set(bytes, this.#lineBytes);
+    this.#lineBytes = needed;
+  }
+
+  // The line that `end` finishes: the bytes kept so far, then `end`.
+  #takeLine(end: Uint8Array): Uint8Array {
+    if (!this.#lineBytes) return end;
+    this.#keep(end);
+    const line = this.#line.subarray(0, this.#lineBytes);
+    this.#line = EMPTY; // the next line starts small again
+    this.#lineBytes = 0;
+    return line;
+  }
+
+  #reply(bytes: Uint8Array): string {
+    this.messages++;
+    this.lastProgress = Date.now();
+    return stamp() + decoder.decode(bytes);
+  }
+
+  // After the write before it; a write may take only part of the bytes.
+  #write(text: string): Promise<void> {
+    let bytes = encoder.encode(text);
+    return this.#writing = this.#writing.then(async () => {
+      while (bytes.length) {
+        bytes = bytes.subarray(await this.conn.write(bytes));
+        this.lastProgress = Date.now();
+      }
+    });
+  }
+
+  #close() {
+    try {
+      this.conn.close();
+    } catch { /* closed already */ }
+  }
+
+  #log(event: string) {
+    if (!this.options.quiet) console.log(`#${this.id} ${this.#peer} ${event}`);
+  }
+}
+
+// One timer checks every connection; progress itself only stamps a time.
+function closeIdleConnections(idleTimeout: number) {
+  if (idleTimeout === 0) return;
+  setInterval(() => {
+    const stale = Date.now() - idleTimeout * 1000;
+    for (const connection of open.keys()) {
+      if (connection.lastProgress < stale) connection.end("idle timeout");
+    }
+  }, 1000);
+}
+
+// ctime() counts whole seconds, so one formatting serves a second's replies.
+let stamped = { second: 0, text: "" };
+function stamp(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second === stamped.second) return stamped.text;
+  stamped = { second, text: `[${ctime(new Date(second * 1000))}] ` };
+  return stamped.text;
+}
+
+// C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
+export function ctime(date: Date): string {
+  const [weekday, month, day, year, time] = date.toString().split(" ");
+  return `${weekday} ${month} ${day.replace(/^0/, " ")} ${time} ${year}`;
+}
+
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+// -- Shutdown. The first signal stops accepting (clients in the backlog are
+// dropped), gives open connections --grace seconds, then ends the rest. A
+// second signal exits at once. One Ctrl+C can come twice (from the terminal,
+// and forwarded by `deno task`): the same signal within 100 ms is one press.
+function stopOnSignals(listener: Deno.Listener, grace: number) {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => stop(signal, listener, grace));
+  }
+}
+
+async function stop(signal: string, listener: Deno.Listener, grace: number) {
+  const { stopSignal, stopAt } = server;
+  if (stopSignal) {
+    if (signal !== stopSignal || Date.now() - stopAt > 100) Deno.exit(130);
+    return;
+  }
+  Object.assign(server, { stopSignal: signal, stopAt: Date.now() });
+  listener.close();
+  console.log(`stopping: ${open.size} open, waiting up to ${grace} s`);
+  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
+  await Promise.race([Promise.all(open.values()), graceOver]);
+  for (const connection of open.keys()) connection.end("server shutting down");
+  await Promise.all(open.values());
+  const total = count(server.connections, "connection");
+  console.log(`stopped: ${total}, ${count(server.messages, "message")}`);
+  Deno.exit(0);
+}
+
+// -- The command line.
+const USAGE = `usage: deno run --allow-net modes/${MODE}.ts [flags]
+  --host H            address to listen on; 0.0.0.0: all (127.0.0.1)
+  --port N            port; 0 picks a free one (8080)
+  --backlog N         clients the kernel queues until accepted (511)
+  --framing F         line: a reply per line; raw: per read (line)
+  --max-line N        longest line in bytes; longer ends it (65536)
+  --idle-timeout S    seconds without progress before a close; 0: never (300)
+  --grace S           seconds open connections get on shutdown (5)
+  --quiet             no line per connection opened and closed (off)
+  --help              this text`;
 
 type Options = ReturnType<typeof parseOptions>;
 
@@ -23,7 +300,7 @@ function parseOptions(args: string[]) {
     options: {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8080" },
-      backlog: { type: "string", default: "511" }, // Deno's default
+      backlog: { type: "string", default: "511" },
       framing: { type: "string", default: "line" },
       "max-line": { type: "string", default: "65536" },
       "idle-timeout": { type: "string", default: "300" },
@@ -50,315 +327,47 @@ function int(name: string, text: string, min = 1, max = 1e6) {
   throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
 }
 
-// ---- The lesson: serve each connection to the end before accepting the next.
-async function acceptLoop(listener: Deno.Listener, options: Options) {
-  for (;;) {
-    const conn = await accept(listener);
-    if (!conn) return;
-    await serve(conn, options);
+// The options, or an exit: 0 after --help, 2 with one line for a bad flag.
+function parseCommandLine(): Options {
+  if (!("Deno" in globalThis)) { // Bun, without bun/deno-shim.ts preloaded
+    console.error(
+      `error: ${MODE}.ts needs Deno, or Bun with deno-shim.ts: run bun ` +
+        `from the repository, or bun --preload ./deno-shim.ts ${MODE}.ts`,
+    );
+    process.exit(1);
+  }
+  try {
+    const options = parseOptions(joinNegativeValues(Deno.args));
+    if (!options.help) return options;
+    console.log(USAGE);
+    Deno.exit(0);
+  } catch (err) {
+    console.error(`error: ${(err as Error).message.split(/\.\s/)[0]}`);
+    console.error("run with --help for usage");
+    Deno.exit(2);
   }
 }
 
-const server = { connections: 0, messages: 0, stopSignal: "", stopAt: 0 };
-const open = new Map<Connection, Promise<void>>(); // each with its end
-let acceptTroubleLoggedAt = 0;
-
-// The next connection, or null once the server is stopping. A client that
-// gave up before we took it concerns only that client: accept again at once.
-// Running out of descriptors or memory concerns everyone: retrying at once
-// would spin, so wait a little, and say so once per burst, even with --quiet.
-async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
-  for (;;) {
-    try {
-      const conn = await listener.accept();
-      if (!server.stopSignal) return conn;
-      conn.close(); // taken as the listener closed: dropped, as the backlog is
-      return null;
-    } catch (err) {
-      if (server.stopSignal) return null;
-      if (clientGaveUp(err)) continue;
-      logAcceptTrouble(err as Error);
-      await new Promise((retry) => setTimeout(retry, 100));
-    }
+// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
+function joinNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
+    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
   }
-}
-
-// The errors of a client that reset or aborted its connect while queued.
-function clientGaveUp(err: unknown): boolean {
-  const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
-  return err instanceof ConnectionAborted || err instanceof ConnectionReset ||
-    err instanceof NotConnected;
-}
-
-function logAcceptTrouble(err: Error) {
-  if (Date.now() - acceptTroubleLoggedAt <= 10_000) return;
-  acceptTroubleLoggedAt = Date.now();
-  console.log(`accept failing, retrying: ${err.message}`);
-}
-
-function serve(conn: Deno.Conn, options: Options): Promise<void> {
-  const connection = new Connection(conn, options);
-  const done = connection.serve().finally(() => open.delete(connection));
-  open.set(connection, done);
-  return done;
-}
-
-const READ_SIZE = 1024; // the tutorial's recv(1024)
-const LF = 10, CR = 13;
-const EMPTY = new Uint8Array(0);
-const encoder = new TextEncoder();
-// Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
-// kept (by default TextDecoder drops it), so valid text echoes byte for byte.
-const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
-
-export class Connection {
-  readonly id = ++server.connections;
-  readonly opened = Date.now();
-  lastProgress = Date.now();
-  messages = 0;
-  #peer = "";
-  #unfinished = EMPTY; // a line whose \n is to come: its first
-  #unfinishedBytes = 0; // #unfinishedBytes bytes, with room to grow
-  #sending: Promise<unknown> = Promise.resolve(); // the write in flight
-  #endReason = "";
-  #lineTooLong = false;
-  #goodbye: Promise<unknown> = Promise.resolve();
-  #closed = false;
-
-  constructor(readonly conn: Deno.Conn, readonly options: Options) {}
-
-  async serve() {
-    const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
-    this.#peer = `${hostname}:${port}`;
-    this.#log("opened");
-    try {
-      await this.#exchange();
-    } catch (err) {
-      this.#endReason ||= (err as Error).message;
-    }
-    await this.#goodbye;
-    this.#close();
-    server.messages += this.messages;
-    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
-    const why = this.#endReason ? ` (${this.#endReason})` : "";
-    this.#log(`closed after ${time} s, ${this.messages} messages${why}`);
-  }
-
-  // Each answer is written in full before the next read: a peer that does not
-  // read stops us reading, so its data waits in the kernel, not in our memory.
-  async #exchange() {
-    const buffer = new Uint8Array(READ_SIZE);
-    for (;;) {
-      const n = await this.conn.read(buffer);
-      if (n === null) break;
-      if (this.#endReason) continue; // ending: input is dropped, see end()
-      await this.#send(this.#answer(buffer.subarray(0, n)));
-      if (this.#lineTooLong) {
-        this.end(
-          "line too long",
-          `line longer than ${this.options.maxLine} bytes`,
-        );
-      }
-    }
-    if (this.#unfinishedBytes && !this.#endReason) { // no final \n
-      await this.#send(
-        this.#answerLine(this.#lineEndingWith(EMPTY)),
-      );
-    }
-  }
-
-  // Ends the connection from the server's side: after any reply in flight, a
-  // last line says why, then FIN. Input is read and dropped until the peer
-  // closes too, because closing with unread input makes the kernel reset the
-  // connection, and the peer loses what it has not read yet. A connection that
-  // makes no progress for a second is closed all the same.
-  end(reason: string, why = reason) {
-    if (this.#endReason) return;
-    this.#endReason = reason;
-    const closeWhenStuck = () => {
-      if (Date.now() - this.lastProgress >= 1000) this.#close();
-      else setTimeout(closeWhenStuck, 1000);
-    };
-    setTimeout(closeWhenStuck, 1000);
-    const goodbye = encoder.encode(`ERROR ${why}\n`);
-    this.#goodbye = this.#sending.then(() => this.#writeAll(goodbye))
-      .then(() => this.conn.closeWrite()).catch(() => this.#close());
-  }
-
-  // Answers every complete line; keeps the rest until its \n arrives. Only
-  // new bytes are scanned, and an unfinished line grows in a buffer that
-  // doubles when full: a long line costs no more per byte than a short one,
-  // in time or in memory, however the client cuts it.
-  #answer(bytes: Uint8Array): string {
-    if (this.options.framing === "raw") return this.#reply(bytes);
-    let replies = "";
-    let start = 0;
-    for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
-      replies += this.#answerLine(
-        this.#lineEndingWith(bytes.subarray(start, lf)),
-      );
-      if (this.#lineTooLong) return replies;
-      start = lf + 1;
-    }
-    this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
-    // Past --max-line, only a \r whose \n is still to come may wait.
-    const endsInCR = this.#unfinished[this.#unfinishedBytes - 1] === CR;
-    const allowed = this.options.maxLine + (endsInCR ? 1 : 0);
-    if (this.#unfinishedBytes > allowed) this.#lineTooLong = true;
-    return replies;
-  }
-
-  #keep(bytes: Uint8Array) {
-    const needed = this.#unfinishedBytes + bytes.length;
-    if (needed > this.#unfinished.length) {
-      const size = Math.max(needed, 2 * this.#unfinished.length);
-      const bigger = new Uint8Array(size);
-      bigger.set(this.#unfinished.subarray(0, this.#unfinishedBytes));
-      this.#unfinished = bigger;
-    }
-    this.#unfinished.set(bytes, this.#unfinishedBytes);
-    this.#unfinishedBytes = needed;
-  }
-
-  // The line that `end` finishes: the bytes kept so far, then `end`.
-  #lineEndingWith(end: Uint8Array): Uint8Array {
-    if (!this.#unfinishedBytes) return end;
-    this.#keep(end);
-    const line = this.#unfinished.subarray(0, this.#unfinishedBytes);
-    this.#unfinished = EMPTY; // the next line starts small again
-    this.#unfinishedBytes = 0;
-    return line;
-  }
-
-  #answerLine(line: Uint8Array): string {
-    if (line.at(-1) === CR) line = line.subarray(0, -1);
-    if (line.length <= this.options.maxLine) return this.#reply(line) + "\n";
-    this.#lineTooLong = true;
-    return "";
-  }
-
-  #reply(bytes: Uint8Array): string {
-    this.messages++;
-    this.lastProgress = Date.now(); // a whole message is progress, a byte not
-    return stamp() + decoder.decode(bytes);
-  }
-
-  #send(text: string): Promise<unknown> {
-    return this.#sending = this.#writeAll(encoder.encode(text));
-  }
-
-  // A write may take only part of the bytes; loop until all are written.
-  async #writeAll(bytes: Uint8Array) {
-    while (bytes.length) {
-      bytes = bytes.subarray(await this.conn.write(bytes));
-      this.lastProgress = Date.now();
-    }
-  }
-
-  #close() {
-    if (!this.#closed) this.conn.close();
-    this.#closed = true;
-  }
-
-  #log(event: string) {
-    if (!this.options.quiet) console.log(`#${this.id} ${this.#peer} ${event}`);
-  }
-}
-
-// One timer checks all connections; progress itself only stamps a time.
-function closeIdleConnections(idleTimeout: number) {
-  if (idleTimeout === 0) return;
-  setInterval(() => {
-    const stale = Date.now() - idleTimeout * 1000;
-    for (const connection of open.keys()) {
-      if (connection.lastProgress < stale) connection.end("idle timeout");
-    }
-  }, 1000);
-}
-
-// ctime() counts whole seconds, so one formatting serves a second's replies.
-let stampSecond = 0;
-let stampText = "";
-function stamp(): string {
-  const second = Math.floor(Date.now() / 1000);
-  if (second !== stampSecond) {
-    stampSecond = second;
-    stampText = `[${ctime(new Date(second * 1000))}] `;
-  }
-  return stampText;
-}
-
-// C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
-export function ctime(date: Date): string {
-  const [weekday, month, day, year, time] = date.toString().split(" ");
-  return `${weekday} ${month} ${day.replace(/^0/, " ")} ${time} ${year}`;
-}
-
-// First signal: stop accepting (clients in the backlog are dropped), give open
-// connections --grace seconds, then end the rest. A second signal: exit now.
-// One Ctrl+C can arrive twice at once: from the terminal, and forwarded by
-// `deno task`; the same signal within 100 ms counts as the same press.
-async function shutdown(
-  signal: string,
-  listener: Deno.Listener,
-  grace: number,
-) {
-  if (server.stopSignal) {
-    const samePress = signal === server.stopSignal &&
-      Date.now() - server.stopAt < 100;
-    if (!samePress) Deno.exit(130);
-    return;
-  }
-  server.stopSignal = signal;
-  server.stopAt = Date.now();
-  listener.close();
-  console.log(`stopping: ${open.size} open, waiting up to ${grace} s`);
-  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
-  await Promise.race([Promise.all(open.values()), graceOver]);
-  for (const connection of open.keys()) connection.end("server shutting down");
-  await Promise.all(open.values());
-  const { connections, messages } = server;
-  console.log(`stopped: ${connections} connections, ${messages} messages`);
-  Deno.exit(0);
-}
-
-function fail(message: string, exitCode: number): never {
-  console.error(`error: ${message}`);
-  if (exitCode === 2) console.error("run with --help for usage");
-  Deno.exit(exitCode);
+  return joined;
 }
 
 function listen({ host, port, backlog }: Options): Deno.Listener {
   try {
     return Deno.listen({ hostname: host, port, tcpBacklog: backlog });
   } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${host}:${port} is already in use`, 1);
-    }
-    fail(`cannot listen on ${host}:${port}: ${(err as Error).message}`, 1);
+    const why = err instanceof Deno.errors.AddrInUse
+      ? "is already in use"
+      : `cannot be listened on: ${(err as Error).message}`;
+    console.error(`error: ${host}:${port} ${why}`);
+    Deno.exit(1);
   }
 }
 
-if (import.meta.main) {
-  let options: Options;
-  try {
-    options = parseOptions(Deno.args);
-  } catch (err) {
-    fail((err as Error).message.split(/\.\s/)[0], 2); // parseArgs says more
-  }
-  if (options.help) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  const listener = listen(options);
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(
-      signal,
-      () => shutdown(signal, listener, options.grace),
-    );
-  }
-  closeIdleConnections(options.idleTimeout);
-  const { port } = listener.addr as Deno.NetAddr;
-  console.log(`${MODE} listening on ${options.host}:${port}`);
-  await acceptLoop(listener, options);
-}
+if (import.meta.main) await main();

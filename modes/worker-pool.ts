@@ -2,9 +2,8 @@
  * Worker-pool server: N Web Workers (real threads, one per CPU core by
  * default), each with its own event loop and its own listener on the same
  * port. SO_REUSEPORT lets them share it: the kernel spreads new connections
- * over the listeners, and each worker serves its own connections, a task per
- * connection, as thread-per-connection does. This is how an event-loop
- * server puts every core to work.
+ * over the listeners, and each worker serves its own, a task per connection,
+ * as thread-per-connection does. This is how an event loop uses every core.
  *
  * Run:   deno task workers   (deno run --allow-net --allow-read --unstable-net
  *        modes/worker-pool.ts). Linux. Deno's reusePort is unstable, hence
@@ -12,17 +11,463 @@
  * Watch: run `deno task client` in a few terminals: all are answered at once,
  *        and the log names the worker that serves each.
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { isMainThread } from "node:worker_threads";
 
 const MODE = "worker-pool";
+
+// ---- The lesson, in the main thread: N workers on one port. It starts them,
+// and stops them together on a signal; it accepts nothing itself.
+async function main() {
+  const options = parseCommandLine();
+  requireWorkerPermissions();
+  const port = await claimPort(options);
+  const workers = await startWorkers(options, port);
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => stop(signal, workers, options.grace));
+  }
+  console.log(`${MODE} listening on ${options.host}:${port}`);
+}
+
+// ---- And in each worker: its own listener on the shared port (the kernel
+// picks the worker for each new connection), and a task per connection.
+async function acceptLoop(listener: Deno.Listener, options: Options) {
+  for (;;) {
+    const conn = await accept(listener);
+    if (!conn) return; // the worker is stopping
+    serve(conn, options);
+  }
+}
+
+function startWorkers(options: Options, port: number): Promise<Worker[]> {
+  const shared = {
+    connectionCounter: new SharedArrayBuffer(4), // one numbering for all
+    acceptTrouble: new SharedArrayBuffer(8), // one log line for all
+  };
+  return Promise.all(Array.from({ length: options.workers }, (_, i) => {
+    const url = new URL("?worker", import.meta.url); // this file, as a worker
+    const worker = new Worker(url, { type: "module" });
+    worker.postMessage({ options, port, id: i + 1, ...shared });
+    worker.onerror = (event) => fail(`worker ${i + 1}: ${event.message}`);
+    return new Promise<Worker>((ready) => {
+      worker.onmessage = ({ data }) =>
+        data.failed ? fail(data.failed) : ready(worker);
+    });
+  }));
+}
+
+function startWorker(data: WorkerStart) {
+  const { options, port, id, connectionCounter, acceptTrouble } = data;
+  Object.assign(worker, {
+    id,
+    connectionCounter: new Int32Array(connectionCounter),
+    acceptTroubleLoggedAt: new BigInt64Array(acceptTrouble),
+  });
+  let listener: Deno.Listener;
+  try {
+    listener = Deno.listen({
+      hostname: options.host,
+      port,
+      tcpBacklog: options.backlog,
+      reusePort: true,
+    } as Deno.TcpListenOptions);
+  } catch (err) {
+    const failed = `worker ${id}: ${(err as Error).message}`;
+    return mainThread.postMessage({ failed });
+  }
+  mainThread.onmessage = () => stopServing(listener, options.grace);
+  closeIdleConnections(options.idleTimeout);
+  mainThread.postMessage({ listening: true });
+  acceptLoop(listener, options);
+}
+
+// ---- What only worker-pool needs: threads that share state, one port for
+// all of them, and stopping together.
+
+type WorkerStart = {
+  options: Options;
+  port: number;
+  id: number;
+  connectionCounter: SharedArrayBuffer;
+  acceptTrouble: SharedArrayBuffer;
+};
+const worker = {
+  id: 0,
+  connectionCounter: new Int32Array(1), // numbers connections across workers
+  acceptTroubleLoggedAt: new BigInt64Array(1), // when any worker logged
+};
+
+// In a worker, the channel to the main thread (typed here by hand: the same
+// file also runs as the main thread, where `self` is no worker).
+const mainThread = self as unknown as {
+  postMessage(message: unknown): void;
+  onmessage: ((event: MessageEvent) => void) | null;
+  close(): void;
+};
+
+// True for the one worker that may log accept trouble now: at most one line
+// per 10 s for all workers together, since they share the descriptors.
+function claimTroubleLog(): boolean {
+  const loggedAt = worker.acceptTroubleLoggedAt;
+  const last = Atomics.load(loggedAt, 0);
+  const now = BigInt(Date.now());
+  if (now - last <= 10_000n) return false;
+  return Atomics.compareExchange(loggedAt, 0, last, now) === last;
+}
+
+// First signal: every worker stops accepting, gives its connections --grace
+// seconds, ends the rest and reports; then one summary for all. A second
+// signal exits at once. One Ctrl+C can come twice (from the terminal, and
+// forwarded by `deno task`): the same signal within 100 ms is one press.
+async function stop(signal: string, workers: Worker[], grace: number) {
+  const { stopSignal, stopAt } = server;
+  if (stopSignal) {
+    if (signal !== stopSignal || Date.now() - stopAt > 100) Deno.exit(130);
+    return;
+  }
+  Object.assign(server, { stopSignal: signal, stopAt: Date.now() });
+  let notAccepting = 0; // "stopping" once no worker accepts any more
+  const reports = await Promise.all(
+    workers.map((worker) =>
+      new Promise<typeof server>((stopped) => {
+        worker.onmessage = ({ data }) => {
+          if (!data.closedListener) return stopped(data);
+          if (++notAccepting < workers.length) return;
+          const waiting = `waiting up to ${grace} s`;
+          console.log(`stopping: ${workers.length} workers, ${waiting}`);
+        };
+        worker.postMessage("stop");
+      })
+    ),
+  );
+  const total = (key: "connections" | "messages") =>
+    reports.reduce((sum, report) => sum + report[key], 0);
+  const connections = count(total("connections"), "connection");
+  console.log(
+    `stopped: ${connections}, ${count(total("messages"), "message")}`,
+  );
+  Deno.exit(0);
+}
+
+// In a worker, on "stop": as the other modes do on a signal.
+async function stopServing(listener: Deno.Listener, grace: number) {
+  server.stopSignal = "stop";
+  listener.close();
+  mainThread.postMessage({ closedListener: true });
+  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
+  await Promise.race([Promise.all(open.values()), graceOver]);
+  for (const connection of open.keys()) connection.end("server shutting down");
+  await Promise.all(open.values());
+  mainThread.postMessage(server);
+  mainThread.close();
+}
+
+// Deno needs --unstable-net for reusePort (without it, Deno exits rather
+// than throw; listenDatagram comes with the same flag), and --allow-read for
+// workers to load this file (without it, each worker prints Deno's error).
+function requireWorkerPermissions() {
+  if (typeof Deno.listenDatagram !== "function") {
+    fail(
+      "worker-pool shares its port through reusePort, which needs " +
+        "Deno's --unstable-net (try: deno task workers)",
+    );
+  }
+  const file = { name: "read", path: new URL(import.meta.url) } as const;
+  const allowed = Deno.permissions?.querySync(file).state ?? "granted"; // Bun
+  if (allowed === "granted") return;
+  fail(
+    "worker-pool's workers load this file, which needs --allow-read " +
+      "(try: deno task workers)",
+  );
+}
+
+// The port the workers will share: free, and locked for this process. A
+// port given is locked before the probe, so that two instances started
+// together never probe each other's workers; a port picked by the probe
+// (--port 0) is locked after it.
+async function claimPort(options: Options): Promise<number> {
+  if (options.port) await lockPort(options, options.port);
+  const port = freePort(options);
+  if (!options.port) await lockPort(options, port);
+  return port;
+}
+
+// A plain listener, opened and closed at once: it fails if anyone holds the
+// port (even with reusePort, which would otherwise share it), and with
+// --port 0 it picks the port that the workers then share.
+function freePort({ host, port }: Options): number {
+  try {
+    const probe = Deno.listen({ hostname: host, port });
+    probe.close();
+    return (probe.addr as Deno.NetAddr).port;
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${host}:${port} is already in use`);
+    }
+    fail(`${host}:${port} cannot be listened on: ${(err as Error).message}`);
+  }
+}
+
+// reusePort lets any process of the same user join the workers' port, so two
+// instances started together could both pass freePort's probe, then share
+// the port and split the clients. A UDP socket bound to the same address and
+// port, without reusePort, is a lock the kernel gives to one process only:
+// the second instance fails here, however close together they start. It is
+// held until the process exits. With --port 0, a UDP port taken by another
+// program reads as in use. (Bun's UDP socket comes as a promise.)
+async function lockPort({ host }: Options, port: number) {
+  try {
+    await Deno.listenDatagram({ transport: "udp", hostname: host, port });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${host}:${port} is already in use`);
+    }
+    fail(`cannot lock ${host}:${port}: ${(err as Error).message}`);
+  }
+}
+
+function fail(message: string): never {
+  console.error(`error: ${message}`);
+  Deno.exit(1);
+}
+
+// ---- The rest is the same in every mode file (but for the lines that say
+// "see there", where workers share a count).
+
+// -- Accepting. A client that gave up while it waited in the backlog (it
+// reset) concerns that client only: accept again at once. Running out of
+// descriptors or memory concerns everyone: retrying at once would spin, so
+// wait a little, and say so once per burst, even with --quiet.
+async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
+  for (;;) {
+    try {
+      const conn = await listener.accept();
+      if (!server.stopSignal) return conn;
+      conn.close(); // taken as the listener closed: dropped like the backlog
+      return null;
+    } catch (err) {
+      if (server.stopSignal) return null;
+      if (clientGaveUp(err)) continue;
+      if (claimTroubleLog()) { // one line for all workers: see there
+        console.log(`accept failing, retrying: ${(err as Error).message}`);
+      }
+      await new Promise((retry) => setTimeout(retry, 100));
+    }
+  }
+}
+
+function clientGaveUp(err: unknown): boolean {
+  const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
+  return err instanceof ConnectionAborted || err instanceof ConnectionReset ||
+    err instanceof NotConnected;
+}
+
+// -- The connection. Each reply is written in full before the next read: a
+// client that does not read stops us reading, and its data waits in the
+// kernel, not in our memory (backpressure).
+const server = { connections: 0, messages: 0, stopSignal: "", stopAt: 0 };
+const open = new Map<Connection, Promise<void>>(); // each with its end
+
+function serve(conn: Deno.Conn, options: Options): Promise<void> {
+  const connection = new Connection(conn, options);
+  const done = connection.serve().finally(() => open.delete(connection));
+  open.set(connection, done);
+  return done;
+}
+
+const READ_SIZE = 1024; // the tutorial's recv(1024)
+const LF = 10,
+  CR = 13,
+  NEWLINE = new Uint8Array([LF]),
+  EMPTY = new Uint8Array();
+const encoder = new TextEncoder();
+// Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
+// kept (TextDecoder drops it by default), so text echoes byte for byte.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+export class Connection {
+  readonly id = Atomics.add(worker.connectionCounter, 0, 1) + 1; // see there
+  readonly opened = Date.now();
+  lastProgress = Date.now(); // a whole line in, or reply bytes out
+  messages = 0;
+  #peer: string;
+  #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
+  #lineBytes = 0; // bytes, with room to grow
+  #writing: Promise<void> = Promise.resolve(); // replies queue here
+  #endReason = "";
+
+  constructor(readonly conn: Deno.Conn, readonly options: Options) {
+    const { hostname, port } = conn.remoteAddr as Deno.NetAddr;
+    this.#peer = `${hostname}:${port} worker ${worker.id}`;
+    server.connections++;
+  }
+
+  async serve() {
+    this.#log("opened");
+    try {
+      const buffer = new Uint8Array(READ_SIZE);
+      for (;;) {
+        const n = await this.conn.read(buffer);
+        if (n === null) break;
+        if (!this.#endReason) await this.#answer(buffer.subarray(0, n));
+      }
+      // A last line without its \n is answered as if the \n had come.
+      if (this.#lineBytes && !this.#endReason) await this.#answer(NEWLINE);
+    } catch (err) {
+      this.#endReason ||= (err as Error).message;
+    }
+    await this.#writing.catch(() => {});
+    this.#close();
+    server.messages += this.messages;
+    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
+    const carried = count(this.messages, "message");
+    const why = this.#endReason && ` (${this.#endReason})`;
+    this.#log(`closed after ${time} s, ${carried}${why}`);
+  }
+
+  // Ends the connection from our side: after the replies in flight, a last
+  // line says why, then FIN. Input is read and dropped until the client
+  // closes too: closing with unread input makes the kernel reset the
+  // connection, and a reset throws away what the client has not read yet,
+  // our last line included. A client stuck for a second is closed anyway.
+  end(reason: string, why = reason) {
+    if (this.#endReason) return;
+    this.#endReason = reason;
+    this.#write(`ERROR ${why}\n`).then(() => this.conn.closeWrite())
+      .catch(() => this.#close());
+    const closeWhenStuck = () => {
+      if (Date.now() - this.lastProgress >= 1000) this.#close();
+      else setTimeout(closeWhenStuck, 1000);
+    };
+    setTimeout(closeWhenStuck, 1000);
+  }
+
+  // Answers every whole line in `bytes` and keeps the rest for later. Only
+  // new bytes are scanned, and an unfinished line grows in a buffer that
+  // doubles when full: a long line costs no more per byte than a short one,
+  // in time or in memory, however the client cuts it.
+  #answer(bytes: Uint8Array): Promise<void> {
+    if (this.options.framing === "raw") return this.#write(this.#reply(bytes));
+    let replies = "";
+    let start = 0;
+    for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
+      const line = this.#takeLine(bytes.subarray(start, lf));
+      if (this.#tooLong(line.length, line.at(-1))) return this.#refuse(replies);
+      const text = line.at(-1) === CR ? line.subarray(0, -1) : line;
+      replies += this.#reply(text) + "\n";
+      start = lf + 1;
+    }
+    this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
+    const last = this.#line[this.#lineBytes - 1];
+    if (this.#tooLong(this.#lineBytes, last)) return this.#refuse(replies);
+    return this.#write(replies);
+  }
+
+  // Past --max-line, only a \r whose \n is still to come may wait.
+  #tooLong(bytes: number, lastByte?: number): boolean {
+    return bytes > this.options.maxLine + (lastByte === CR ? 1 : 0);
+  }
+
+  #refuse(replies: string): Promise<void> {
+    const written = this.#write(replies);
+    this.end("line too long", `line longer than ${this.options.maxLine} bytes`);
+    return written;
+  }
+
+  #keep(bytes: Uint8Array) {
+    const needed = this.#lineBytes + bytes.length;
+    if (needed > this.#line.length) {
+      const bigger = new Uint8Array(Math.max(needed, 2 * this.#line.length));
+      bigger.set(this.#line.subarray(0, this.#lineBytes));
+      this.#line = bigger;
+    }
+    this.#line.set(bytes, this.#lineBytes);
+    this.#lineBytes = needed;
+  }
+
+  // The line that `end` finishes: the bytes kept so far, then `end`.
+  #takeLine(end: Uint8Array): Uint8Array {
+    if (!this.#lineBytes) return end;
+    this.#keep(end);
+    const line = this.#line.subarray(0, this.#lineBytes);
+    this.#line = EMPTY; // the next line starts small again
+    this.#lineBytes = 0;
+    return line;
+  }
+
+  #reply(bytes: Uint8Array): string {
+    this.messages++;
+    this.lastProgress = Date.now();
+    return stamp() + decoder.decode(bytes);
+  }
+
+  // After the write before it; a write may take only part of the bytes.
+  #write(text: string): Promise<void> {
+    let bytes = encoder.encode(text);
+    return this.#writing = this.#writing.then(async () => {
+      while (bytes.length) {
+        bytes = bytes.subarray(await this.conn.write(bytes));
+        this.lastProgress = Date.now();
+      }
+    });
+  }
+
+  #close() {
+    try {
+      this.conn.close();
+    } catch { /* closed already */ }
+  }
+
+  #log(event: string) {
+    if (!this.options.quiet) console.log(`#${this.id} ${this.#peer} ${event}`);
+  }
+}
+
+// One timer checks every connection; progress itself only stamps a time.
+function closeIdleConnections(idleTimeout: number) {
+  if (idleTimeout === 0) return;
+  setInterval(() => {
+    const stale = Date.now() - idleTimeout * 1000;
+    for (const connection of open.keys()) {
+      if (connection.lastProgress < stale) connection.end("idle timeout");
+    }
+  }, 1000);
+}
+
+// ctime() counts whole seconds, so one formatting serves a second's replies.
+let stamped = { second: 0, text: "" };
+function stamp(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second === stamped.second) return stamped.text;
+  stamped = { second, text: `[${ctime(new Date(second * 1000))}] ` };
+  return stamped.text;
+}
+
+// C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
+export function ctime(date: Date): string {
+  const [weekday, month, day, year, time] = date.toString().split(" ");
+  return `${weekday} ${month} ${day.replace(/^0/, " ")} ${time} ${year}`;
+}
+
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+// -- The command line.
+const WORKERS = Math.min(navigator.hardwareConcurrency, 256); // a core each
 const USAGE = `usage: deno run --allow-net --allow-read --unstable-net
-  modes/${MODE}.ts [--host 127.0.0.1]
-  [--port 8080] [--backlog 511] [--framing line|raw] [--max-line 65536]
-  [--idle-timeout 300] [--grace 5] [--workers N] [--quiet] [--help]`;
+  modes/${MODE}.ts [flags]
+  --host H            address to listen on; 0.0.0.0: all (127.0.0.1)
+  --port N            port; 0 picks a free one (8080)
+  --backlog N         clients the kernel queues until accepted (511)
+  --framing F         line: a reply per line; raw: per read (line)
+  --max-line N        longest line in bytes; longer ends it (65536)
+  --idle-timeout S    seconds without progress before a close; 0: never (300)
+  --grace S           seconds open connections get on shutdown (5)
+  --workers N         threads, each with its own listener (${WORKERS}: one a core)
+  --quiet             no line per connection opened and closed (off)
+  --help              this text`;
 
 type Options = ReturnType<typeof parseOptions>;
-const defaultWorkers = Math.min(navigator.hardwareConcurrency, 256); // a core each
 
 function parseOptions(args: string[]) {
   const { values: flag } = parseArgs({
@@ -30,12 +475,12 @@ function parseOptions(args: string[]) {
     options: {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8080" },
-      backlog: { type: "string", default: "511" }, // Deno's default
+      backlog: { type: "string", default: "511" },
       framing: { type: "string", default: "line" },
       "max-line": { type: "string", default: "65536" },
       "idle-timeout": { type: "string", default: "300" },
       grace: { type: "string", default: "5" },
-      workers: { type: "string", default: `${defaultWorkers}` },
+      workers: { type: "string", default: `${WORKERS}` },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -59,452 +504,41 @@ function int(name: string, text: string, min = 1, max = 1e6) {
   throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
 }
 
-// ---- The lesson, in the main thread: start N workers on one port. They
-// report when they listen, and stop together (see stopWorkers).
-function startWorkers(options: Options, port: number): Promise<Worker[]> {
-  const connectionCounter = new SharedArrayBuffer(4); // one numbering for all
-  const acceptTrouble = new SharedArrayBuffer(8); // one log line for all
-  return Promise.all(Array.from({ length: options.workers }, (_, i) => {
-    const worker = new Worker(new URL("?worker", import.meta.url), {
-      type: "module",
-    });
-    const shared = { connectionCounter, acceptTrouble };
-    worker.postMessage({ options, port, id: i + 1, ...shared });
-    worker.onerror = (event) => fail(`worker ${i + 1}: ${event.message}`, 1);
-    return new Promise<Worker>((ready) => {
-      worker.onmessage = ({ data }) =>
-        data.failed ? fail(data.failed, 1) : ready(worker);
-    });
-  }));
-}
-
-// ---- And in each worker: its own listener on the shared port (the kernel
-// picks which worker gets a connection), and a task per connection.
-async function acceptLoop(listener: Deno.Listener, options: Options) {
-  for (;;) {
-    const conn = await accept(listener);
-    if (!conn) return;
-    serve(conn, options);
+// The options, or an exit: 0 after --help, 2 with one line for a bad flag.
+function parseCommandLine(): Options {
+  if (!("Deno" in globalThis)) { // Bun, without bun/deno-shim.ts preloaded
+    console.error(
+      `error: ${MODE}.ts needs Deno, or Bun with deno-shim.ts: run bun ` +
+        `from the repository, or bun --preload ./deno-shim.ts ${MODE}.ts`,
+    );
+    process.exit(1);
   }
-}
-
-const server = { connections: 0, messages: 0, stopping: false };
-const worker = {
-  id: 0,
-  connectionCounter: new Int32Array(1),
-  acceptTroubleLoggedAt: new BigInt64Array(1), // shared: when any worker did
-};
-const open = new Map<Connection, Promise<void>>(); // each with its end
-
-// The next connection, or null once the server is stopping. A client that
-// gave up before we took it concerns only that client: accept again at once.
-// Running out of descriptors or memory concerns everyone: retrying at once
-// would spin, so wait a little, and say so once per burst, even with --quiet.
-async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
-  for (;;) {
-    try {
-      const conn = await listener.accept();
-      if (!server.stopping) return conn;
-      conn.close(); // taken as the listener closed: dropped, as the backlog is
-      return null;
-    } catch (err) {
-      if (server.stopping) return null;
-      if (clientGaveUp(err)) continue;
-      logAcceptTrouble(err as Error);
-      await new Promise((retry) => setTimeout(retry, 100));
-    }
-  }
-}
-
-// The errors of a client that reset or aborted its connect while queued.
-function clientGaveUp(err: unknown): boolean {
-  const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
-  return err instanceof ConnectionAborted || err instanceof ConnectionReset ||
-    err instanceof NotConnected;
-}
-
-function logAcceptTrouble(err: Error) {
-  if (claimTroubleLog()) {
-    console.log(`accept failing, retrying: ${err.message}`);
-  }
-}
-
-// True for the one worker that may log accept trouble now: at most one line
-// per 10 s for all workers together, since they share the descriptors.
-function claimTroubleLog(): boolean {
-  const loggedAt = worker.acceptTroubleLoggedAt;
-  const last = Atomics.load(loggedAt, 0);
-  const now = BigInt(Date.now());
-  if (now - last <= 10_000n) return false;
-  return Atomics.compareExchange(loggedAt, 0, last, now) === last;
-}
-
-function serve(conn: Deno.Conn, options: Options): Promise<void> {
-  const connection = new Connection(conn, options);
-  const done = connection.serve().finally(() => open.delete(connection));
-  open.set(connection, done);
-  return done;
-}
-
-const READ_SIZE = 1024; // the tutorial's recv(1024)
-const LF = 10, CR = 13;
-const EMPTY = new Uint8Array(0);
-const encoder = new TextEncoder();
-// Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
-// kept (by default TextDecoder drops it), so valid text echoes byte for byte.
-const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
-
-export class Connection {
-  readonly id = Atomics.add(worker.connectionCounter, 0, 1) + 1;
-  readonly opened = Date.now();
-  lastProgress = Date.now();
-  messages = 0;
-  #peer = "";
-  #unfinished = EMPTY; // a line whose \n is to come: its first
-  #unfinishedBytes = 0; // #unfinishedBytes bytes, with room to grow
-  #sending: Promise<unknown> = Promise.resolve(); // the write in flight
-  #endReason = "";
-  #lineTooLong = false;
-  #goodbye: Promise<unknown> = Promise.resolve();
-  #closed = false;
-
-  constructor(readonly conn: Deno.Conn, readonly options: Options) {
-    server.connections++;
-  }
-
-  async serve() {
-    const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
-    this.#peer = `${hostname}:${port} worker ${worker.id}`;
-    this.#log("opened");
-    try {
-      await this.#exchange();
-    } catch (err) {
-      this.#endReason ||= (err as Error).message;
-    }
-    await this.#goodbye;
-    this.#close();
-    server.messages += this.messages;
-    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
-    const why = this.#endReason ? ` (${this.#endReason})` : "";
-    this.#log(`closed after ${time} s, ${this.messages} messages${why}`);
-  }
-
-  // Each answer is written in full before the next read: a peer that does not
-  // read stops us reading, so its data waits in the kernel, not in our memory.
-  async #exchange() {
-    const buffer = new Uint8Array(READ_SIZE);
-    for (;;) {
-      const n = await this.conn.read(buffer);
-      if (n === null) break;
-      if (this.#endReason) continue; // ending: input is dropped, see end()
-      await this.#send(this.#answer(buffer.subarray(0, n)));
-      if (this.#lineTooLong) {
-        this.end(
-          "line too long",
-          `line longer than ${this.options.maxLine} bytes`,
-        );
-      }
-    }
-    if (this.#unfinishedBytes && !this.#endReason) { // no final \n
-      await this.#send(
-        this.#answerLine(this.#lineEndingWith(EMPTY)),
-      );
-    }
-  }
-
-  // Ends the connection from the server's side: after any reply in flight, a
-  // last line says why, then FIN. Input is read and dropped until the peer
-  // closes too, because closing with unread input makes the kernel reset the
-  // connection, and the peer loses what it has not read yet. A connection that
-  // makes no progress for a second is closed all the same.
-  end(reason: string, why = reason) {
-    if (this.#endReason) return;
-    this.#endReason = reason;
-    const closeWhenStuck = () => {
-      if (Date.now() - this.lastProgress >= 1000) this.#close();
-      else setTimeout(closeWhenStuck, 1000);
-    };
-    setTimeout(closeWhenStuck, 1000);
-    const goodbye = encoder.encode(`ERROR ${why}\n`);
-    this.#goodbye = this.#sending.then(() => this.#writeAll(goodbye))
-      .then(() => this.conn.closeWrite()).catch(() => this.#close());
-  }
-
-  // Answers every complete line; keeps the rest until its \n arrives. Only
-  // new bytes are scanned, and an unfinished line grows in a buffer that
-  // doubles when full: a long line costs no more per byte than a short one,
-  // in time or in memory, however the client cuts it.
-  #answer(bytes: Uint8Array): string {
-    if (this.options.framing === "raw") return this.#reply(bytes);
-    let replies = "";
-    let start = 0;
-    for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
-      replies += this.#answerLine(
-        this.#lineEndingWith(bytes.subarray(start, lf)),
-      );
-      if (this.#lineTooLong) return replies;
-      start = lf + 1;
-    }
-    this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
-    // Past --max-line, only a \r whose \n is still to come may wait.
-    const endsInCR = this.#unfinished[this.#unfinishedBytes - 1] === CR;
-    const allowed = this.options.maxLine + (endsInCR ? 1 : 0);
-    if (this.#unfinishedBytes > allowed) this.#lineTooLong = true;
-    return replies;
-  }
-
-  #keep(bytes: Uint8Array) {
-    const needed = this.#unfinishedBytes + bytes.length;
-    if (needed > this.#unfinished.length) {
-      const size = Math.max(needed, 2 * this.#unfinished.length);
-      const bigger = new Uint8Array(size);
-      bigger.set(this.#unfinished.subarray(0, this.#unfinishedBytes));
-      this.#unfinished = bigger;
-    }
-    this.#unfinished.set(bytes, this.#unfinishedBytes);
-    this.#unfinishedBytes = needed;
-  }
-
-  // The line that `end` finishes: the bytes kept so far, then `end`.
-  #lineEndingWith(end: Uint8Array): Uint8Array {
-    if (!this.#unfinishedBytes) return end;
-    this.#keep(end);
-    const line = this.#unfinished.subarray(0, this.#unfinishedBytes);
-    this.#unfinished = EMPTY; // the next line starts small again
-    this.#unfinishedBytes = 0;
-    return line;
-  }
-
-  #answerLine(line: Uint8Array): string {
-    if (line.at(-1) === CR) line = line.subarray(0, -1);
-    if (line.length <= this.options.maxLine) return this.#reply(line) + "\n";
-    this.#lineTooLong = true;
-    return "";
-  }
-
-  #reply(bytes: Uint8Array): string {
-    this.messages++;
-    this.lastProgress = Date.now(); // a whole message is progress, a byte not
-    return stamp() + decoder.decode(bytes);
-  }
-
-  #send(text: string): Promise<unknown> {
-    return this.#sending = this.#writeAll(encoder.encode(text));
-  }
-
-  // A write may take only part of the bytes; loop until all are written.
-  async #writeAll(bytes: Uint8Array) {
-    while (bytes.length) {
-      bytes = bytes.subarray(await this.conn.write(bytes));
-      this.lastProgress = Date.now();
-    }
-  }
-
-  #close() {
-    if (!this.#closed) this.conn.close();
-    this.#closed = true;
-  }
-
-  #log(event: string) {
-    if (!this.options.quiet) console.log(`#${this.id} ${this.#peer} ${event}`);
-  }
-}
-
-// One timer checks all connections; progress itself only stamps a time.
-function closeIdleConnections(idleTimeout: number) {
-  if (idleTimeout === 0) return;
-  setInterval(() => {
-    const stale = Date.now() - idleTimeout * 1000;
-    for (const connection of open.keys()) {
-      if (connection.lastProgress < stale) connection.end("idle timeout");
-    }
-  }, 1000);
-}
-
-// ctime() counts whole seconds, so one formatting serves a second's replies.
-let stampSecond = 0;
-let stampText = "";
-function stamp(): string {
-  const second = Math.floor(Date.now() / 1000);
-  if (second !== stampSecond) {
-    stampSecond = second;
-    stampText = `[${ctime(new Date(second * 1000))}] `;
-  }
-  return stampText;
-}
-
-// C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
-export function ctime(date: Date): string {
-  const [weekday, month, day, year, time] = date.toString().split(" ");
-  return `${weekday} ${month} ${day.replace(/^0/, " ")} ${time} ${year}`;
-}
-
-// First signal: every worker stops accepting, gives its connections --grace
-// seconds, ends the rest and reports; then one summary for all. A second
-// signal: exit now. One Ctrl+C can arrive twice at once: from the terminal,
-// and forwarded by `deno task`; the same signal within 100 ms is one press.
-const stop = { signal: "", at: 0 };
-async function stopWorkers(signal: string, workers: Worker[], grace: number) {
-  if (stop.signal) {
-    const samePress = signal === stop.signal && Date.now() - stop.at < 100;
-    if (!samePress) Deno.exit(130);
-    return;
-  }
-  Object.assign(stop, { signal, at: Date.now() });
-  let notAccepting = 0; // "stopping" once no worker accepts any more
-  const reports = await Promise.all(
-    workers.map((worker) =>
-      new Promise<typeof server>((stopped) => {
-        worker.onmessage = ({ data }) => {
-          if (!data.closedListener) return stopped(data);
-          if (++notAccepting < workers.length) return;
-          console.log(
-            `stopping: ${workers.length} workers, waiting up to ${grace} s`,
-          );
-        };
-        worker.postMessage("stop");
-      })
-    ),
-  );
-  const connections = reports.reduce((sum, r) => sum + r.connections, 0);
-  const messages = reports.reduce((sum, r) => sum + r.messages, 0);
-  console.log(`stopped: ${connections} connections, ${messages} messages`);
-  Deno.exit(0);
-}
-
-// In a worker, on "stop": as the other modes do on a signal.
-async function stopServing(listener: Deno.Listener, grace: number) {
-  server.stopping = true;
-  listener.close();
-  mainThread.postMessage({ closedListener: true });
-  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
-  await Promise.race([Promise.all(open.values()), graceOver]);
-  for (const connection of open.keys()) connection.end("server shutting down");
-  await Promise.all(open.values());
-  mainThread.postMessage(server);
-  mainThread.close();
-}
-
-function fail(message: string, exitCode: number): never {
-  console.error(`error: ${message}`);
-  if (exitCode === 2) console.error("run with --help for usage");
-  Deno.exit(exitCode);
-}
-
-// Deno offers reusePort only with --unstable-net, and without it exits at
-// once rather than throwing; listenDatagram comes with the same flag.
-function checkReusePort() {
-  if (
-    typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function"
-  ) return;
-  fail(
-    "worker-pool shares its port through reusePort, which needs Deno's " +
-      "--unstable-net (try: deno task workers)",
-    1,
-  );
-}
-
-// A plain listener, opened and closed at once: it fails if anyone holds the
-// port (even with reusePort, which would otherwise share it), and with
-// --port 0 it picks the port that the workers then share.
-function freePort({ host, port }: Options): number {
   try {
-    const probe = Deno.listen({ hostname: host, port });
-    probe.close();
-    return (probe.addr as Deno.NetAddr).port;
+    const options = parseOptions(joinNegativeValues(Deno.args));
+    if (!options.help) return options;
+    console.log(USAGE);
+    Deno.exit(0);
   } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${host}:${port} is already in use`, 1);
-    }
-    fail(`cannot listen on ${host}:${port}: ${(err as Error).message}`, 1);
+    console.error(`error: ${(err as Error).message.split(/\.\s/)[0]}`);
+    console.error("run with --help for usage");
+    Deno.exit(2);
   }
 }
 
-// reusePort lets any process of the same user join the workers' port, so two
-// instances started together could both pass freePort's probe, then share
-// the port and split the clients. A UDP socket bound to the same address and
-// port, without reusePort, is a lock the kernel gives to one process only:
-// the second instance fails here, however close together they start. It is
-// held until the process exits. (Bun's UDP socket comes as a promise.)
-// With --port 0, a UDP port taken by another program reads as in use.
-async function lockPort({ host }: Options, port: number) {
-  try {
-    await Deno.listenDatagram({ transport: "udp", hostname: host, port });
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${host}:${port} is already in use`, 1);
-    }
-    fail(`cannot lock ${host}:${port}: ${(err as Error).message}`, 1);
+// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
+function joinNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
+    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
   }
+  return joined;
 }
-
-function listen({ host, backlog }: Options, port: number): Deno.Listener {
-  const options = {
-    hostname: host,
-    port,
-    tcpBacklog: backlog,
-    reusePort: true,
-  };
-  return Deno.listen(options as Deno.TcpListenOptions);
-}
-
-// In a worker, the channel to the main thread (typed here by hand: the same
-// file also runs as the main thread, where `self` is no worker).
-const mainThread = self as unknown as {
-  postMessage(message: unknown): void;
-  onmessage: ((event: MessageEvent) => void) | null;
-  close(): void;
-};
 
 // This file is also the workers' script, loaded as "worker-pool.ts?worker"
 // (Bun drops the query, but tells a worker by isMainThread).
-const isWorker = !isMainThread || new URL(import.meta.url).search === "?worker";
-
-if (isWorker) {
-  mainThread.onmessage = ({ data }) => {
-    const { options, port, id, connectionCounter, acceptTrouble } = data;
-    Object.assign(worker, {
-      id,
-      connectionCounter: new Int32Array(connectionCounter),
-      acceptTroubleLoggedAt: new BigInt64Array(acceptTrouble),
-    });
-    let listener: Deno.Listener;
-    try {
-      listener = listen(options, port);
-    } catch (err) {
-      mainThread.postMessage({
-        failed: `worker ${id}: ${(err as Error).message}`,
-      });
-      return;
-    }
-    mainThread.onmessage = () => stopServing(listener, options.grace);
-    closeIdleConnections(options.idleTimeout);
-    mainThread.postMessage({ listening: true });
-    acceptLoop(listener, options);
-  };
+if (!isMainThread || new URL(import.meta.url).search === "?worker") {
+  mainThread.onmessage = ({ data }) => startWorker(data);
 } else if (import.meta.main) {
-  let options: Options;
-  try {
-    options = parseOptions(Deno.args);
-  } catch (err) {
-    fail((err as Error).message.split(/\.\s/)[0], 2); // parseArgs says more
-  }
-  if (options.help) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  checkReusePort();
-  // A given port is locked before the probe, so that two instances cannot
-  // probe each other's workers; a port picked by the probe, after it.
-  if (options.port) await lockPort(options, options.port);
-  const port = freePort(options);
-  if (!options.port) await lockPort(options, port);
-  const workers = await startWorkers(options, port);
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(
-      signal,
-      () => stopWorkers(signal, workers, options.grace),
-    );
-  }
-  console.log(`${MODE} listening on ${options.host}:${port}`);
+  await main();
 }

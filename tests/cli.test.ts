@@ -1,18 +1,25 @@
 // The command line of every script, and how every mode shuts down.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   CLIENT,
   expectReply,
+  IS_BUN,
   MODE_NAMES,
   MODES,
   PATIENCE_MS,
   pushWithoutReading,
+  ROOT,
   runScript,
   type Server,
   TestClient,
   unstamped,
+  unusedPort,
   withClient,
   withServer,
 } from "./helpers.ts";
@@ -45,10 +52,48 @@ async function pollUntil(ready: () => Promise<boolean>): Promise<boolean> {
   return false;
 }
 
-for (const script of [...Object.values(MODES), CLIENT]) {
-  test(`${script} --help prints usage and exits 0`, async () => {
+// Every flag a script takes, with its default as --help must show it.
+const FLAGS: Record<string, string[]> = {
+  [CLIENT]: ["--host H (127.0.0.1)", "--port N (8080)", "--framing F (line)"]
+    .concat(["--message TEXT", "--connect-timeout S (5)", "--help"]),
+};
+const SERVER_FLAGS = ["--host H (127.0.0.1)", "--port N (8080)"]
+  .concat(["--backlog N (511)", "--framing F (line)", "--max-line N (65536)"])
+  .concat(["--idle-timeout S (300)", "--grace S (5)", "--quiet (off)"])
+  .concat(["--help"]);
+const MODE_FLAGS: Record<string, string> = {
+  "fixed-pool": "--pool-size N (10)",
+  "thread-per-connection": "--max-connections N (0)",
+  "worker-pool": "--workers N (",
+};
+for (const mode of MODE_NAMES) {
+  FLAGS[MODES[mode]] = [...SERVER_FLAGS, ...[MODE_FLAGS[mode] ?? []].flat()];
+}
+
+// The Deno tools (Bun skips them: see the README).
+if (!IS_BUN) {
+  FLAGS["client/bench.ts"] = ["--modes LIST", "--conns LIST (1,16,256)"]
+    .concat(["--seconds S (3)", "--idle N (1000)", "--framing-mib N (16)"])
+    .concat(["--svg FILE (none)", "--help"]);
+  FLAGS["deploy/cluster.ts"] = ["--port N (8080)", "--mode M", "--help"];
+  FLAGS["tests/soak.ts"] = ["--connections N (10000)", "--seed N (1)"]
+    .concat(["--messages N (1000000)", "--warm-up N (10000)", "--help"])
+    .concat(["--concurrency N (100)", "--pool-size N (200)", "--modes LIST"]);
+}
+
+for (const script of Object.keys(FLAGS)) {
+  test(`${script} --help: a line per flag, saying its default`, async () => {
     const { code, stdout, stderr } = await runScript(script, ["--help"]);
     assert.match(stdout, /^usage: /);
+    const lines = stdout.split("\n");
+    for (const flag of FLAGS[script]) {
+      const [name, value, defaultValue = ""] = flag.split(" ");
+      const line = lines.find((line) => line.includes(`${name} `));
+      assert.ok(line, `no line for ${name}:\n${stdout}`);
+      if (value && !value.startsWith("(")) assert.ok(line.includes(value));
+      const shown = value?.startsWith("(") ? value : defaultValue;
+      assert.ok(line.includes(shown), `${name}: no "${shown}" in ${line}`);
+    }
     assert.equal(stderr, "");
     assert.equal(code, 0);
   });
@@ -59,7 +104,9 @@ for (const mode of MODE_NAMES) {
     ["--bogus"],
     ["--port", "70000"],
     ["--port", "abc"],
-    ["--port", "-1"], // parseArgs' own message spans lines: one is shown
+    ["--port", "-1"], // parseArgs alone would call it "ambiguous"
+    ["--backlog", "-5"],
+    ["--grace", "-1"],
     ["--framing", "xml"],
     ...(mode === "fixed-pool" ? [["--pool-size", "0"]] : []),
     ...(mode === "worker-pool" ? [["--workers", "0"]] : []),
@@ -70,6 +117,9 @@ for (const mode of MODE_NAMES) {
       const [error, ...hint] = stderr.trimEnd().split("\n");
       assert.match(error, /^error: /);
       assert.ok(error.includes(args[0]), `${error} does not name ${args[0]}`);
+      if (/^-?\d+$/.test(args[1])) {
+        assert.match(error, /must be a whole number/);
+      }
       assert.ok(hint.length <= 1, `more than an error and a hint:\n${stderr}`);
       assert.doesNotMatch(hint.join("\n"), /^error:/);
       assert.doesNotMatch(stderr, /^\s+at /m); // no stack trace
@@ -119,7 +169,7 @@ for (const mode of MODE_NAMES) {
       assert.equal(await client.rest(), "");
       // server.exit() kills the server after 15 s, half the grace: a server
       // that waits out the grace fails here.
-      await expectStopped(server, "stopped: 1 connections, 2 messages");
+      await expectStopped(server, "stopped: 1 connection, 2 messages");
     }));
 
   for (const grace of ["1", "0"]) {
@@ -128,7 +178,7 @@ for (const mode of MODE_NAMES) {
         server.signal("SIGTERM");
         assert.equal(await client.nextLine(), "ERROR server shutting down");
         assert.equal(await client.rest(), ""); // then the connection closes
-        await expectStopped(server, "stopped: 1 connections, 0 messages");
+        await expectStopped(server, "stopped: 1 connection, 0 messages");
       }));
   }
 
@@ -163,7 +213,7 @@ for (const mode of MODE_NAMES) {
       await served.write("still served\n");
       await expectReply(served, "still served");
       served.close();
-      await expectStopped(server, "stopped: 1 connections, 1 messages");
+      await expectStopped(server, "stopped: 1 connection, 1 message");
     }));
 
   test(`${mode}: a second signal exits at once with status 130`, () =>
@@ -186,7 +236,7 @@ for (const mode of MODE_NAMES) {
       server.signal("SIGINT");
       server.signal("SIGINT");
       assert.equal(await client.nextLine(), "ERROR server shutting down");
-      await expectStopped(server, "stopped: 1 connections, 0 messages");
+      await expectStopped(server, "stopped: 1 connection, 0 messages");
     }));
 }
 
@@ -209,8 +259,56 @@ test("serial: on SIGTERM a client waiting in the backlog is dropped, the served 
       await served.write("still served\n");
       await expectReply(served, "still served");
       served.close();
-      await expectStopped(server, "stopped: 1 connections, 1 messages");
+      await expectStopped(server, "stopped: 1 connection, 1 message");
     } finally {
       waiting.close();
     }
   }));
+
+// A file copied out of the repository, run with the runtime of the tests
+// from a folder of its own (so Bun finds no bunfig.toml, and no shim).
+function runAlone(script: string, args: string[], preloadShim = false) {
+  const dir = mkdtempSync(join(tmpdir(), "alone-"));
+  try {
+    const file = join(dir, script.split("/").at(-1)!);
+    copyFileSync(join(ROOT, script), file);
+    const shim = ["--preload", join(ROOT, "bun/deno-shim.ts")];
+    const runtime = IS_BUN
+      ? [...(preloadShim ? shim : []), file]
+      : ["run", "--allow-net", file];
+    return spawnSync(process.execPath, [...runtime, ...args], {
+      cwd: dir,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+for (const script of [MODES.serial, MODES["worker-pool"], CLIENT]) {
+  test(`${script} copied alone, on Bun without the shim: one line, exit 1`, {
+    skip: !IS_BUN && "Deno needs no shim",
+  }, () => {
+    const { status, stderr } = runAlone(script, ["--port", "0"]);
+    assert.equal(status, 1);
+    const name = script.split("/").at(-1);
+    assert.match(stderr, new RegExp(`^error: ${name} needs Deno, or Bun `));
+    assert.ok(stderr.includes(`bun --preload ./deno-shim.ts ${name}`));
+    assert.equal(stderr.trimEnd().split("\n").length, 1, stderr);
+  });
+}
+
+test("the client copied alone suggests a server command for a copied file", async () => {
+  const port = await unusedPort();
+  const { status, stderr } = runAlone(CLIENT, ["--port", `${port}`], true);
+  assert.equal(status, 1);
+  const start = IS_BUN
+    ? "bun --preload ./deno-shim.ts serial.ts"
+    : "deno run --allow-net serial.ts";
+  assert.equal(
+    stderr,
+    `error: cannot connect to 127.0.0.1:${port} (connection refused); ` +
+      `start a server first, e.g. ${start}\n`,
+  );
+});

@@ -215,7 +215,7 @@ test("client at a terminal prompts, replies, and quits on an empty line", {
       terminal.process.stdin!.write("\n");
       const exit = await terminal.exit();
       assert.equal(exit.code, 0, terminal.output());
-      await server.waitForLine(/#1 .* closed after .* 1 messages$/);
+      await server.waitForLine(/#1 .* closed after .* 1 message$/);
     } finally {
       await terminal.kill();
     }

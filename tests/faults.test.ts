@@ -318,7 +318,7 @@ const ABRUPT_PEERS = {
 function closeReasons(server: Server): string {
   const count = new Map<string, number>();
   for (const line of server.stdoutLines) {
-    const why = / closed after .* messages(?: \((.*)\))?$/.exec(line);
+    const why = / closed after .* messages?(?: \((.*)\))?$/.exec(line);
     if (why) count.set(why[1] ?? "", (count.get(why[1] ?? "") ?? 0) + 1);
   }
   return [...count].map(([why, n]) => `${n} ${why || "by the peer"}`)

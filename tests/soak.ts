@@ -321,9 +321,17 @@ export function problems(report: SoakReport, options: SoakOptions): string[] {
 // it --warm-up 30000.
 const MODES: Mode[] = ["thread-per-connection", "fixed-pool", "worker-pool"];
 const DEFAULT_MODES = MODES.slice(0, 2);
-const USAGE = `usage: deno task soak [--connections 10000] [--messages 1000000]
-  [--warm-up 10000] [--concurrency 100] [--pool-size 200] [--seed 1]
-  [--modes ${DEFAULT_MODES.join(",")}] (or worker-pool)`;
+const USAGE = `usage: deno task soak [flags]
+  --connections N   connections opened and closed over the run (10000)
+  --messages N      messages sent in all, every reply checked (1000000)
+  --warm-up N       connections before memory and descriptors are read (10000)
+  --concurrency N   connections open at once (100)
+  --pool-size N     fixed-pool's --pool-size (200)
+  --seed N          seed of the random text, to repeat a run (1)
+  --modes LIST      servers to soak, or worker-pool too (${
+  DEFAULT_MODES.join(",")
+})
+  --help            this text`;
 
 function parseOptions(argv: string[]) {
   const { values: flag } = parseArgs({
@@ -392,10 +400,20 @@ export const TABLE_HEAD = [
   "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
 ].join("\n");
 
+// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
+function joinNegativeValues(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
+    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
+  }
+  return joined;
+}
+
 if (import.meta.main) {
   let options: ReturnType<typeof parseOptions>;
   try {
-    options = parseOptions(Deno.args);
+    options = parseOptions(joinNegativeValues(Deno.args));
   } catch (err) {
     console.error(`error: ${(err as Error).message.split(/\.\s/)[0]}`);
     console.error("run with --help for usage");
