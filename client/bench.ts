@@ -24,7 +24,12 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 
-const MODES = ["serial", "fixed-pool", "thread-per-connection"] as const;
+const MODES = [
+  "serial",
+  "fixed-pool",
+  "thread-per-connection",
+  "worker-pool",
+] as const;
 type Mode = typeof MODES[number];
 
 const USAGE = `usage: deno task bench [flags]
@@ -34,6 +39,8 @@ const USAGE = `usage: deno task bench [flags]
   --idle N           idle connections for the memory table; 0 skips it (1000)
   --framing-mib N    MiB per line length in the framing table; 0 skips (16)
   --svg FILE         also draw the hold and ping-pong tables as a chart (none)
+  --timeline FILE    also draw who waited in the hold test, a lane a client
+                     (none)
   --help             this text`;
 
 type Options = ReturnType<typeof parseOptions>;
@@ -48,6 +55,7 @@ function parseOptions(args: string[]) {
       idle: { type: "string", default: "1000" },
       "framing-mib": { type: "string", default: "16" },
       svg: { type: "string" },
+      timeline: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -82,6 +90,12 @@ const LINE = 16; // bytes per request: 15 characters and "\n"
 
 // ---- Servers: child processes of this Deno, stopped by PID, always.
 
+// worker-pool's workers load their own file and share a port through
+// Deno's unstable reusePort.
+const DENO_FLAGS: Partial<Record<Mode, string[]>> = {
+  "worker-pool": ["--allow-read", "--unstable-net"],
+};
+
 const running = new Set<Server>();
 
 class Server {
@@ -97,7 +111,8 @@ class Server {
     const script = new URL(`../modes/${mode}.ts`, import.meta.url).href;
     const child = new Deno.Command(Deno.execPath(), {
       args: [
-        ...["run", `--allow-net=${HOST}`, script, "--port", "0", "--quiet"],
+        ...["run", `--allow-net=${HOST}`, ...DENO_FLAGS[mode] ?? []],
+        ...[script, "--port", "0", "--quiet"],
         ...["--grace", "0", ...args], // nothing to wait for when we stop it
       ],
       stdin: "null",
@@ -262,6 +277,15 @@ type HoldRow = {
   p50: number;
   max: number;
   total: number;
+  lanes: Lane[];
+};
+
+// One client, in ms from the start of the test: when its connect completed,
+// when its reply came (null: never), and when it closed.
+export type Lane = {
+  connected: number;
+  replied: number | null;
+  closed: number;
 };
 
 async function hold(server: Server): Promise<HoldRow> {
@@ -271,11 +295,15 @@ async function hold(server: Server): Promise<HoldRow> {
   const signal = AbortSignal.timeout(HOLD_CLIENTS * HOLD_MS * 2 + 10_000);
   signal.onabort = () => closeAll(open);
   const target = { hostname: HOST, port: server.port, signal };
-  const waits = await Promise.all(
-    Array.from({ length: HOLD_CLIENTS }, (_, id) => holdOne(id, target, open)),
+  const lanes = await Promise.all(
+    Array.from(
+      { length: HOLD_CLIENTS },
+      (_, id) => holdOne(id, target, open, start),
+    ),
   );
   signal.onabort = null;
-  const replied = waits.filter((ms) => ms !== null).sort((a, b) => a - b);
+  const replied = lanes.flatMap((lane) => lane.replied ?? [])
+    .sort((a, b) => a - b);
   return {
     server: label(server.mode, HOLD_POOL),
     mode: server.mode,
@@ -283,35 +311,40 @@ async function hold(server: Server): Promise<HoldRow> {
     p50: percentile(replied, 0.5),
     max: replied.at(-1) ?? NaN,
     total: performance.now() - start,
+    lanes,
   };
 }
 
-// Milliseconds from the start of the connect to the reply; null if none.
+// One client: connect, send a line, wait for the reply, hold HOLD_MS.
 async function holdOne(
   id: number,
   target: Deno.ConnectOptions,
   open: Set<Deno.Conn>,
-) {
-  const start = performance.now();
+  start: number,
+): Promise<Lane> {
+  const since = () => performance.now() - start;
+  const lane: Lane = { connected: NaN, replied: null, closed: NaN };
   let conn: Deno.Conn | undefined;
   try {
     conn = await Deno.connect(target);
+    lane.connected = since();
     open.add(conn);
     const line = new Uint8Array(LINE);
     request(id, 0, line);
     await writeAll(conn, line);
     await readLine(conn, new Uint8Array(256));
-    const waited = performance.now() - start;
+    lane.replied = since();
     await sleep(HOLD_MS);
-    return waited;
   } catch {
-    return null;
+    /* no reply: the lane shows it */
   } finally {
     if (conn) {
       closeAll([conn]);
       open.delete(conn);
     }
+    lane.closed = since();
   }
+  return lane;
 }
 
 // ---- (b) Ping-pong: each connection sends a line, waits for the whole
@@ -849,6 +882,7 @@ const COLORS: Record<Mode, string> = {
   serial: "#d95f02",
   "fixed-pool": "#7570b3",
   "thread-per-connection": "#1b9e77",
+  "worker-pool": "#e7298a",
 };
 
 type Group = { label: string; bars: { mode: Mode; value: number }[] };
@@ -864,8 +898,8 @@ function svg(results: Results, options: Options): string {
       .map((r) => ({ mode: r.mode, value: r.rate })),
   }));
   const legend = options.modes.map((mode, i) =>
-    `<rect x="${20 + i * 230}" y="282" width="12" height="12" ` +
-    `fill="${COLORS[mode]}"/><text x="${38 + i * 230}" y="292">${mode}</text>`
+    `<rect x="${20 + i * 185}" y="282" width="12" height="12" ` +
+    `fill="${COLORS[mode]}"/><text x="${38 + i * 185}" y="292">${mode}</text>`
   );
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="760" height="310" ` +
@@ -911,6 +945,82 @@ function panel(x: number, width: number, title: string, groups: Group[]) {
     );
   });
   return out;
+}
+
+// ---- The timeline: who waited in (a), a lane a client, one panel a mode.
+
+const TIMELINE = { width: 760, lane: 5, gap: 1, left: 24, right: 24 };
+const WAITING = "#f0a030", SERVED = "#2f8f4e";
+
+export type Panel = { title: string; lanes: Lane[] };
+
+// Lanes in the order their clients were served (those never served last),
+// on one time scale for all panels, so that the panels compare at a glance.
+export function timelineSvg(panels: Panel[]): string {
+  const { width, lane, gap, left, right } = TIMELINE;
+  const end = Math.max(
+    1,
+    ...panels.flatMap((p) => p.lanes.map((l) => l.closed)),
+  );
+  const x = (ms: number) =>
+    (left + (ms / end) * (width - left - right)).toFixed(1);
+  const panelHeight = 28 + panels[0]?.lanes.length * (lane + gap);
+  const bottom = 56 + panels.length * panelHeight; // the time axis
+  const height = bottom + 24;
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" ` +
+    `height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" rx="6" fill="white"/>`,
+    `<text x="20" y="22" font-weight="bold">Who waits: ${HOLD_CLIENTS} ` +
+    `clients connect at once; each holds ${HOLD_MS} ms after its reply</text>`,
+    `<rect x="20" y="32" width="12" height="10" fill="${WAITING}"/>`,
+    `<text x="38" y="41">connected, waiting for its reply</text>`,
+    `<rect x="250" y="32" width="12" height="10" fill="${SERVED}"/>`,
+    `<text x="268" y="41">served (holding)</text>`,
+  ];
+  for (let s = 0; s * 1000 <= end; s++) { // a line and a label each second
+    out.push(
+      `<line x1="${x(s * 1000)}" y1="50" x2="${x(s * 1000)}" y2="${bottom}" ` +
+        `stroke="#ddd"/>`,
+      `<text x="${x(s * 1000)}" y="${bottom + 14}" text-anchor="middle" ` +
+        `font-size="10" fill="#555">${s} s</text>`,
+    );
+  }
+  panels.forEach((panel, p) => {
+    const top = 56 + p * panelHeight;
+    out.push(
+      `<text x="20" y="${top + 14}" font-weight="bold">` +
+        `${panel.title}</text>`,
+    );
+    const served = (l: Lane) => l.replied ?? Infinity;
+    const lanes = [...panel.lanes].sort((a, b) => served(a) - served(b));
+    lanes.forEach((l, i) => {
+      const y = top + 22 + i * (lane + gap);
+      const reply = l.replied ?? l.closed;
+      out.push(bar(x(l.connected), x(reply), y, lane, WAITING));
+      if (l.replied !== null) {
+        out.push(bar(x(l.replied), x(l.closed), y, lane, SERVED));
+      }
+    });
+  });
+  out.push("</svg>", "");
+  return out.join("\n");
+}
+
+function bar(x1: string, x2: string, y: number, h: number, fill: string) {
+  const w = Math.max(1, Number(x2) - Number(x1)).toFixed(1);
+  return `<rect x="${x1}" y="${y}" width="${w}" height="${h}" fill="${fill}"/>`;
+}
+
+function timelinePanels(results: Results): Panel[] {
+  const titles: Record<Mode, string> = {
+    serial: "serial: one at a time",
+    "fixed-pool": `fixed-pool --pool-size ${HOLD_POOL}: ${HOLD_POOL} at a time`,
+    "thread-per-connection": "thread-per-connection: all at once",
+    "worker-pool":
+      `worker-pool (${navigator.hardwareConcurrency} workers): all at once`,
+  };
+  return results.hold.map((r) => ({ title: titles[r.mode], lanes: r.lanes }));
 }
 
 // ---- Helpers
@@ -986,6 +1096,17 @@ if (import.meta.main) {
       fail(`cannot write ${options.svg}: ${(err as Error).message}`, 1);
     }
     console.log(`Chart: ${options.svg}`);
+  }
+  if (options.timeline) {
+    try {
+      Deno.writeTextFileSync(
+        options.timeline,
+        timelineSvg(timelinePanels(results)),
+      );
+    } catch (err) {
+      fail(`cannot write ${options.timeline}: ${(err as Error).message}`, 1);
+    }
+    console.log(`Timeline: ${options.timeline}`);
   }
   const wrong = results.ping.reduce((sum, r) => sum + r.wrong, 0);
   if (wrong) fail(`${wrong} replies did not match their request`, 1);

@@ -61,10 +61,11 @@ const number = (cell: string) => Number(cell.replace(/,/g, ""));
 // One small run serves most tests below: started by the first that needs it.
 const dir = mkdtempSync(join(tmpdir(), "bench-test-"));
 const svgFile = join(dir, "bench.svg");
+const timelineFile = join(dir, "timeline.svg");
 after(() => rmSync(dir, { recursive: true, force: true }));
 const smallArgs = ["--modes", "serial,thread-per-connection", "--conns"]
   .concat(["1,4", "--seconds", "1", "--idle", "20", "--svg", svgFile])
-  .concat(["--framing-mib", "1"]);
+  .concat(["--framing-mib", "1", "--timeline", timelineFile]);
 let small: Promise<Run> | undefined;
 const smallRun = () => small ??= bench(smallArgs);
 
@@ -139,6 +140,21 @@ test("bench framing: CPU per MiB for each line length", LONG, async (t) => {
     assert.match(cells[4], /^(\d+\.\dx|-)$/); // "-": too quick to count
   }
 });
+
+test(
+  "bench --timeline draws a panel per mode, a lane per client",
+  LONG,
+  async () => {
+    const { code } = await smallRun();
+    assert.equal(code, 0);
+    const svg = readFileSync(timelineFile, "utf8");
+    assert.match(svg, /^<svg [^>]*>/);
+    assert.ok(svg.includes(">serial: one at a time<"));
+    assert.ok(svg.includes(">thread-per-connection: all at once<"));
+    const served = svg.match(/fill="#2f8f4e"\/>/g) ?? [];
+    assert.equal(served.length, 1 + 2 * 20); // the legend, then 20 a panel
+  },
+);
 
 test("bench --svg writes a well-formed chart", LONG, async () => {
   assert.equal((await smallRun()).code, 0);
