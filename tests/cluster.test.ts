@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import net from "node:net";
 import process from "node:process";
 import { Child, expectReply, isAlive, ROOT, TestClient } from "./helpers.ts";
 
@@ -225,6 +226,33 @@ test(
         );
       }
       assert.deepEqual(cluster.leftovers(), []);
+    }),
+);
+
+// An instance ends each client with a last line and a FIN; a client that
+// never closes its side in return must not hold HAProxy until its hard stop
+// (10 s), the backstop for a stop gone wrong.
+test(
+  "cluster: a client that never answers the goodbye does not hold the stop",
+  { skip },
+  () =>
+    withCluster(async (cluster) => {
+      const socket = net.connect({
+        host: "127.0.0.1",
+        port: cluster.port,
+        allowHalfOpen: true, // Node would answer a FIN with its own
+      });
+      const client = new TestClient(socket);
+      try {
+        await new Promise((connected) => socket.once("connect", connected));
+        await exchange(client, "and then silence");
+        cluster.child.signal("SIGTERM");
+        assert.deepEqual(await cluster.child.exit(), { code: 0, signal: null });
+        const output = cluster.child.output();
+        assert.doesNotMatch(output, /hard-stop/, output);
+      } finally {
+        client.close();
+      }
     }),
 );
 
