@@ -15,10 +15,10 @@
  *   clients wait in the kernel's listen queue, as under Deno, and --backlog
  *   limits that queue. Bun has neither a backlog option nor a way to pause a
  *   listener, so this takes a few C calls through bun:ffi (see `libc`).
- * - A connection is paused until read() asks for bytes: a client waiting to
- *   be accepted gets no reply, and a server that is busy writing reads nothing
- *   more, so a client that never reads is held up in the kernel's buffers.
- *   (What Bun reads at once, up to 512 KiB, waits here for read() to take.)
+ * - A connection's input goes straight to a waiting read(); what no read()
+ *   waits for is held here, and past 64 KiB the socket is paused, so that a
+ *   client that sends without reading is held up in the kernel's buffers,
+ *   not in this process (backpressure, as in Deno).
  * - Bun does not buffer writes: write() returns what the kernel took, and when
  *   it took nothing, waits for Bun's drain callback. Backpressure, as in Deno.
  */
@@ -112,49 +112,60 @@ const libc: Libc | null = await (async () => {
 
 const BROKEN_PIPE = "Broken pipe (os error 32)"; // as Deno says it
 
+// Input that Bun has read and read() has not taken yet is held here, up to
+// about HIGH_WATER bytes a connection; past that the socket is paused, so
+// that the rest waits in the kernel, and resumed once below LOW_WATER.
+const HIGH_WATER = 64 * 1024;
+const LOW_WATER = 16 * 1024;
+
+type Reader = {
+  buffer: Uint8Array;
+  resolve(n: number | null): void;
+  reject(err: Error): void;
+};
+
 export class Conn {
   readonly remoteAddr: NetAddr;
   readonly localAddr: NetAddr;
   #socket: BunSocket;
-  #unread = new Uint8Array(0); // what Bun gave us and read() has not taken
+  #unread: Uint8Array[] = []; // what Bun gave us and read() has not taken
+  #unreadBytes = 0;
+  #paused = false; // by us, with HIGH_WATER bytes unread
+  #reader: Reader | null = null; // the read() waiting for bytes
   #ended = false; // the peer will send nothing more
   #error: Error | null = null; // why reads and writes fail from now on
   #closed = false; // by close(), after which every call is a BadResource
-  #waiting: (() => void)[] = []; // reads and writes waiting for an event
+  #waiting: (() => void)[] = []; // writes waiting for drain or close
 
   constructor(socket: BunSocket) {
     this.#socket = socket;
-    socket.pause(); // until read() asks
     this.remoteAddr = netAddr(socket.remoteAddress, socket.remotePort);
     this.localAddr = netAddr(socket.localAddress, socket.localPort);
   }
 
-  async read(buffer: Uint8Array): Promise<number | null> {
+  // Bytes held, if any; else waits for Bun's next data, end or error.
+  read(buffer: Uint8Array): Promise<number | null> {
     this.#assertOpen();
-    while (!this.#unread.length) {
-      if (this.#error) throw this.#error;
-      if (this.#ended) return null;
-      this.#socket.resume();
-      await this.#event();
-    }
-    if (this.#closed) throw this.#error; // close() came first: no data
-    const n = Math.min(buffer.length, this.#unread.length);
-    buffer.set(this.#unread.subarray(0, n));
-    this.#unread = this.#unread.subarray(n);
-    return n;
+    if (this.#unreadBytes) return Promise.resolve(this.#take(buffer));
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#ended) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      this.#reader = { buffer, resolve, reject };
+    });
   }
 
-  // Resolves once the kernel has taken some of `bytes`, with how many.
-  async write(bytes: Uint8Array): Promise<number> {
+  // Resolves once the kernel has taken some of `bytes`, with how many: at
+  // once when it takes any, else after Bun's drain.
+  write(bytes: Uint8Array): Promise<number> {
     this.#assertOpen();
-    for (;;) {
-      if (this.#error) throw this.#error;
-      const n = this.#socket.write(bytes);
-      if (n > 0 || bytes.length === 0) return n;
-      // Closed: Bun may have said why (a reset, say) during this write.
-      if (n < 0) throw this.#error ?? new errors.BrokenPipe(BROKEN_PIPE);
-      await this.#event(); // drain, or close
+    if (this.#error) return Promise.reject(this.#error);
+    const n = this.#socket.write(bytes);
+    if (n > 0 || bytes.length === 0) return Promise.resolve(n);
+    // Closed: Bun may have said why (a reset, say) during this write.
+    if (n < 0) {
+      return Promise.reject(this.#error ?? new errors.BrokenPipe(BROKEN_PIPE));
     }
+    return this.#event().then(() => this.write(bytes)); // drain, or close
   }
 
   // Sends FIN: the peer sees the end of our output, and we can still read.
@@ -170,28 +181,70 @@ export class Conn {
     this.#closed = true;
     this.#error = new errors.Interrupted("operation canceled");
     this.#socket.end();
+    this.#settleReader();
     this.#wake();
   }
 
-  // Bun's callbacks. Data pauses the socket until read() has taken it all.
+  // Bun's callbacks. Data goes straight to a waiting read(), and what it
+  // cannot take is held (a copy: Bun may reuse its buffer).
   onData(bytes: Uint8Array) {
-    const joined = new Uint8Array(this.#unread.length + bytes.length);
-    joined.set(this.#unread);
-    joined.set(bytes, this.#unread.length);
-    this.#unread = joined;
-    this.#socket.pause();
-    this.#wake();
+    const reader = this.#reader;
+    this.#reader = null;
+    let taken = 0;
+    if (reader) {
+      taken = Math.min(bytes.length, reader.buffer.length);
+      reader.buffer.set(bytes.subarray(0, taken));
+    }
+    if (taken < bytes.length) {
+      this.#unread.push(bytes.slice(taken));
+      this.#unreadBytes += bytes.length - taken;
+      if (this.#unreadBytes > HIGH_WATER && !this.#paused) {
+        this.#paused = true;
+        this.#socket.pause();
+      }
+    }
+    reader?.resolve(taken);
   }
 
   onEnd() {
     this.#ended = true;
-    this.#wake();
+    this.#settleReader();
   }
 
   onClose(err?: Error) {
     this.#ended = true;
     this.#error ??= err ? denoError(err) : null;
+    this.#settleReader();
     this.#wake();
+  }
+
+  // Copies held bytes into `buffer`; resumes a paused socket when few are
+  // left.
+  #take(buffer: Uint8Array): number {
+    let n = 0;
+    while (n < buffer.length && this.#unread.length) {
+      const head = this.#unread[0];
+      const part = head.subarray(0, buffer.length - n);
+      buffer.set(part, n);
+      n += part.length;
+      if (part.length === head.length) this.#unread.shift();
+      else this.#unread[0] = head.subarray(part.length);
+    }
+    this.#unreadBytes -= n;
+    if (this.#paused && this.#unreadBytes < LOW_WATER) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+    return n;
+  }
+
+  // A read() waiting when no more data can come: it gets the error, or the
+  // end of input.
+  #settleReader() {
+    const reader = this.#reader;
+    this.#reader = null;
+    if (this.#error) reader?.reject(this.#error);
+    else reader?.resolve(null);
   }
 
   onDrain() {

@@ -44,12 +44,46 @@ test("shim: a write to a socket closed without a reason is a broken pipe", {
   await assert.rejects(conn.write(new Uint8Array(8)), { name: "BrokenPipe" });
 });
 
-test("shim: data that arrives as the connection is closed is not read", {
+test("shim: a read waiting when the connection is closed fails", {
   skip,
 }, async () => {
   const conn = new Conn(fakeSocket(() => 0));
   const read = conn.read(new Uint8Array(16));
-  conn.onData(new Uint8Array([104, 105]));
   conn.close();
   await assert.rejects(read, { name: "Interrupted" });
+  conn.onData(new Uint8Array([104, 105])); // too late: dropped, no throw
+});
+
+test("shim: bytes held when the connection is closed are not read", {
+  skip,
+}, () => {
+  const conn = new Conn(fakeSocket(() => 0));
+  conn.onData(new Uint8Array([104, 105])); // no read() waits: held
+  conn.close();
+  assert.throws(() => conn.read(new Uint8Array(16)), { name: "BadResource" });
+});
+
+// Input nobody reads is held up to HIGH_WATER (64 KiB), then the socket is
+// paused until read() has taken it down to LOW_WATER (16 KiB).
+test("shim: unread input past 64 KiB pauses the socket, reading resumes it", {
+  skip,
+}, async () => {
+  const calls: string[] = [];
+  const socket = {
+    ...fakeSocket(() => 0),
+    pause: () => calls.push("pause"),
+    resume: () => calls.push("resume"),
+  };
+  const conn = new Conn(socket);
+  const chunk = new Uint8Array(16 * 1024);
+  for (let i = 0; i < 4; i++) conn.onData(chunk); // 64 KiB: not past it
+  assert.deepEqual(calls, []);
+  conn.onData(chunk); // 80 KiB
+  assert.deepEqual(calls, ["pause"]);
+  const buffer = new Uint8Array(32 * 1024);
+  assert.equal(await conn.read(buffer), 32 * 1024); // 48 KiB left
+  assert.equal(await conn.read(buffer), 32 * 1024); // 16 KiB left
+  assert.deepEqual(calls, ["pause"]);
+  assert.equal(await conn.read(new Uint8Array(1)), 1); // below 16 KiB
+  assert.deepEqual(calls, ["pause", "resume"]);
 });
