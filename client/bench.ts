@@ -38,6 +38,7 @@ const USAGE = `usage: deno task bench [flags]
   --seconds S        seconds per ping-pong row (3)
   --idle N           idle connections for the memory table; 0 skips it (1000)
   --framing-mib N    MiB per line length in the framing table; 0 skips (16)
+  --workers N        worker-pool's --workers (${navigator.hardwareConcurrency}: one per core)
   --svg FILE         also draw the hold and ping-pong tables as a chart (none)
   --timeline FILE    also draw who waited in the hold test, a lane a client
                      (none)
@@ -54,6 +55,7 @@ function parseOptions(args: string[]) {
       seconds: { type: "string", default: "3" },
       idle: { type: "string", default: "1000" },
       "framing-mib": { type: "string", default: "16" },
+      workers: { type: "string", default: `${navigator.hardwareConcurrency}` },
       svg: { type: "string" },
       timeline: { type: "string" },
       help: { type: "boolean", default: false },
@@ -70,6 +72,7 @@ function parseOptions(args: string[]) {
     seconds: int("seconds", flag.seconds, 1, 600),
     idle: int("idle", flag.idle, 0, 100000), // 0 skips the memory test
     framingMiB: int("framing-mib", flag["framing-mib"], 0, 1024), // 0 skips
+    workers: int("workers", flag.workers, 1, 256),
   };
 }
 
@@ -113,6 +116,7 @@ class Server {
       args: [
         ...["run", `--allow-net=${HOST}`, ...DENO_FLAGS[mode] ?? []],
         ...[script, "--port", "0", "--quiet"],
+        ...(mode === "worker-pool" ? ["--workers", `${workers.count}`] : []),
         ...["--grace", "0", ...args], // nothing to wait for when we stop it
       ],
       stdin: "null",
@@ -582,8 +586,13 @@ function poolArgs(mode: Mode, pool: number) {
 }
 
 function label(mode: Mode, pool: number) {
-  return mode === "fixed-pool" ? `fixed-pool --pool-size ${pool}` : mode;
+  if (mode === "fixed-pool") return `fixed-pool --pool-size ${pool}`;
+  if (mode === "worker-pool") return `worker-pool --workers ${workers.count}`;
+  return mode;
 }
+
+// worker-pool's --workers, for every server of the run (set from the flag).
+const workers = { count: navigator.hardwareConcurrency };
 
 async function pingRow(server: Server, conns: number, options: Options) {
   const pool = Math.max(...options.conns);
@@ -1017,8 +1026,7 @@ function timelinePanels(results: Results): Panel[] {
     serial: "serial: one at a time",
     "fixed-pool": `fixed-pool --pool-size ${HOLD_POOL}: ${HOLD_POOL} at a time`,
     "thread-per-connection": "thread-per-connection: all at once",
-    "worker-pool":
-      `worker-pool (${navigator.hardwareConcurrency} workers): all at once`,
+    "worker-pool": `worker-pool --workers ${workers.count}: all at once`,
   };
   return results.hold.map((r) => ({ title: titles[r.mode], lanes: r.lanes }));
 }
@@ -1082,6 +1090,7 @@ if (import.meta.main) {
     console.log(USAGE);
     Deno.exit(0);
   }
+  workers.count = options.workers;
   Deno.addSignalListener("SIGINT", () => stopAll(130));
   Deno.addSignalListener("SIGTERM", () => stopAll(143));
   const results = await run(options).catch((err) => {

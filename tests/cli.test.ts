@@ -74,7 +74,7 @@ for (const mode of MODE_NAMES) {
 if (!IS_BUN) {
   FLAGS["client/bench.ts"] = ["--modes LIST", "--conns LIST (1,16,256)"]
     .concat(["--seconds S (3)", "--idle N (1000)", "--framing-mib N (16)"])
-    .concat(["--svg FILE (none)", "--help"]);
+    .concat(["--svg FILE (none)", "--workers N (", "--help"]);
   FLAGS["deploy/cluster.ts"] = ["--port N (8080)", "--mode M", "--help"];
   FLAGS["tests/soak.ts"] = ["--connections N (10000)", "--seed N (1)"]
     .concat(["--messages N (1000000)", "--warm-up N (10000)", "--help"])
