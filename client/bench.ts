@@ -32,13 +32,14 @@ const MODES = [
 ] as const;
 type Mode = typeof MODES[number];
 
+const CORES = navigator.hardwareConcurrency;
 const USAGE = `usage: deno task bench [flags]
   --modes LIST       modes to measure (${MODES.join(",")})
   --conns LIST       connections for each ping-pong row (1,16,256)
   --seconds S        seconds per ping-pong row (3)
   --idle N           idle connections for the memory table; 0 skips it (1000)
   --framing-mib N    MiB per line length in the framing table; 0 skips (16)
-  --workers N        worker-pool's --workers (${navigator.hardwareConcurrency}: one per core)
+  --workers N        worker-pool's --workers (${CORES}: one per core)
   --svg FILE         also draw the hold and ping-pong tables as a chart (none)
   --timeline FILE    also draw who waited in the hold test, a lane a client
                      (none)

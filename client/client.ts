@@ -91,8 +91,8 @@ function startCommand(): string {
     return bun ? "bun modes/serial.ts" : "deno task serial";
   }
   return bun
-    ? "bun --preload ./deno-shim.ts serial.ts"
-    : "deno run --allow-net serial.ts";
+    ? "bun --preload ./deno-shim.ts serial.ts (copies of both)"
+    : "deno run --allow-net serial.ts (a copy of modes/serial.ts)";
 }
 
 const encoder = new TextEncoder();
@@ -226,8 +226,9 @@ function joinNegativeValues(args: string[]): string[] {
 if (import.meta.main) {
   if (!("Deno" in globalThis)) { // Bun, without bun/deno-shim.ts preloaded
     console.error(
-      "error: client.ts needs Deno, or Bun with deno-shim.ts: run bun " +
-        "from the repository, or bun --preload ./deno-shim.ts client.ts",
+      "error: client.ts needs Deno, or Bun with deno-shim.ts: run bun in " +
+        "the repository's top folder, or bun --preload ./deno-shim.ts " +
+        "client.ts",
     );
     process.exit(1);
   }

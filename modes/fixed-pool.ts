@@ -49,7 +49,7 @@ async function main() {
   await acceptLoop(listener, options);
 }
 
-// ---- The rest is the same in every mode file.
+// ---- The rest is the same in every mode file, but for the flags a mode adds.
 
 // -- Accepting. A client that gave up while it waited in the backlog (it
 // reset) concerns that client only: accept again at once. Running out of
@@ -356,8 +356,9 @@ function int(name: string, text: string, min = 1, max = 1e6) {
 function parseCommandLine(): Options {
   if (!("Deno" in globalThis)) { // Bun, without bun/deno-shim.ts preloaded
     console.error(
-      `error: ${MODE}.ts needs Deno, or Bun with deno-shim.ts: run bun ` +
-        `from the repository, or bun --preload ./deno-shim.ts ${MODE}.ts`,
+      `error: ${MODE}.ts needs Deno, or Bun with deno-shim.ts: run bun in ` +
+        "the repository's top folder, or bun --preload ./deno-shim.ts " +
+        `${MODE}.ts`,
     );
     process.exit(1);
   }

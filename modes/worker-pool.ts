@@ -463,7 +463,7 @@ const USAGE = `usage: deno run --allow-net --allow-read --unstable-net
   --max-line N        longest line in bytes; longer ends it (65536)
   --idle-timeout S    seconds without progress before a close; 0: never (300)
   --grace S           seconds open connections get on shutdown (5)
-  --workers N         threads, each with its own listener (${WORKERS}: one a core)
+  --workers N         threads, each with a listener (${WORKERS}: one a core)
   --quiet             no line per connection opened and closed (off)
   --help              this text`;
 
@@ -508,8 +508,9 @@ function int(name: string, text: string, min = 1, max = 1e6) {
 function parseCommandLine(): Options {
   if (!("Deno" in globalThis)) { // Bun, without bun/deno-shim.ts preloaded
     console.error(
-      `error: ${MODE}.ts needs Deno, or Bun with deno-shim.ts: run bun ` +
-        `from the repository, or bun --preload ./deno-shim.ts ${MODE}.ts`,
+      `error: ${MODE}.ts needs Deno, or Bun with deno-shim.ts: run bun in ` +
+        "the repository's top folder, or bun --preload ./deno-shim.ts " +
+        `${MODE}.ts`,
     );
     process.exit(1);
   }

@@ -304,8 +304,8 @@ test("the client copied alone suggests a server command for a copied file", asyn
   const { status, stderr } = runAlone(CLIENT, ["--port", `${port}`], true);
   assert.equal(status, 1);
   const start = IS_BUN
-    ? "bun --preload ./deno-shim.ts serial.ts"
-    : "deno run --allow-net serial.ts";
+    ? "bun --preload ./deno-shim.ts serial.ts (copies of both)"
+    : "deno run --allow-net serial.ts (a copy of modes/serial.ts)";
   assert.equal(
     stderr,
     `error: cannot connect to 127.0.0.1:${port} (connection refused); ` +
