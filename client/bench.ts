@@ -23,6 +23,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { joinNegativeValues } from "./client.ts";
 
 const MODES = [
   "serial",
@@ -1067,16 +1068,6 @@ async function stopAll(exitCode: number): Promise<never> {
   progress("");
   await Promise.all([...running].map((server) => server.stop()));
   Deno.exit(exitCode);
-}
-
-// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
-function joinNegativeValues(args: string[]): string[] {
-  const joined: string[] = [];
-  for (const arg of args) {
-    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
-    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
-  }
-  return joined;
 }
 
 if (import.meta.main) {

@@ -214,7 +214,7 @@ async function* typedLines(lines: AsyncIterator<Uint8Array>) {
 }
 
 // parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
-function joinNegativeValues(args: string[]): string[] {
+export function joinNegativeValues(args: string[]): string[] {
   const joined: string[] = [];
   for (const arg of args) {
     const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");

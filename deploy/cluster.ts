@@ -12,6 +12,7 @@
  *        two. Ctrl+C stops everything.
  */
 import { parseArgs } from "node:util";
+import { joinNegativeValues } from "../client/client.ts";
 
 const USAGE = `usage: deno run --allow-net --allow-run deploy/cluster.ts [flags]
   --port N     HAProxy's port, where clients connect (8080)
@@ -242,16 +243,6 @@ function fail(message: string, exitCode = 1): never {
   console.error(`error: ${message}`);
   if (exitCode === 2) console.error("run with --help for usage");
   Deno.exit(exitCode);
-}
-
-// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
-function joinNegativeValues(args: string[]): string[] {
-  const joined: string[] = [];
-  for (const arg of args) {
-    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
-    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
-  }
-  return joined;
 }
 
 if (import.meta.main) {

@@ -25,6 +25,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { type Mode, Server } from "./helpers.ts";
 import { between, echoed, Peer, random, settled } from "./load.ts";
+import { joinNegativeValues } from "../client/client.ts";
 
 export type SoakOptions = {
   connections: number; // opened and closed over the measured run
@@ -399,16 +400,6 @@ export const TABLE_HEAD = [
   "| RSS MiB after warm-up / after | peak RSS MiB |",
   "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
 ].join("\n");
-
-// parseArgs reads "--port -1" as two flags; "--port=-1" gets a range error.
-function joinNegativeValues(args: string[]): string[] {
-  const joined: string[] = [];
-  for (const arg of args) {
-    const isValue = /^-\d/.test(arg) && joined.at(-1)?.startsWith("--");
-    joined.push(isValue ? `${joined.pop()}=${arg}` : arg);
-  }
-  return joined;
-}
 
 if (import.meta.main) {
   let options: ReturnType<typeof parseOptions>;
