@@ -277,10 +277,8 @@ function serve(conn: Deno.Conn, options: Options): Promise<void> {
 }
 
 const READ_SIZE = 1024; // the tutorial's recv(1024)
-const LF = 10,
-  CR = 13,
-  NEWLINE = new Uint8Array([LF]),
-  EMPTY = new Uint8Array();
+const LF = 10, CR = 13;
+const NEWLINE = new Uint8Array([LF]), EMPTY = new Uint8Array();
 const encoder = new TextEncoder();
 // Invalid UTF-8 becomes U+FFFD, never a throw; a leading byte-order mark is
 // kept (TextDecoder drops it by default), so text echoes byte for byte.
