@@ -24,6 +24,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { joinNegativeValues } from "./client.ts";
+import { storm, type StormResult } from "./storm.ts";
 
 const MODES = [
   "serial",
@@ -40,6 +41,8 @@ const USAGE = `usage: deno task bench [flags]
   --seconds S        seconds per ping-pong row (3)
   --idle N           idle connections for the memory table; 0 skips it (1000)
   --framing-mib N    MiB per line length in the framing table; 0 skips (16)
+  --storm N          clients that connect at once in the storm table; 0
+                     skips it (1024)
   --workers N        worker-pool's --workers (${CORES}: one per core)
   --svg FILE         also draw the hold and ping-pong tables as a chart (none)
   --timeline FILE    also draw who waited in the hold test, a lane a client
@@ -57,6 +60,7 @@ function parseOptions(args: string[]) {
       seconds: { type: "string", default: "3" },
       idle: { type: "string", default: "1000" },
       "framing-mib": { type: "string", default: "16" },
+      storm: { type: "string", default: "1024" },
       workers: { type: "string", default: `${navigator.hardwareConcurrency}` },
       svg: { type: "string" },
       timeline: { type: "string" },
@@ -74,6 +78,7 @@ function parseOptions(args: string[]) {
     seconds: int("seconds", flag.seconds, 1, 600),
     idle: int("idle", flag.idle, 0, 100000), // 0 skips the memory test
     framingMiB: int("framing-mib", flag["framing-mib"], 0, 1024), // 0 skips
+    storm: int("storm", flag.storm, 0, 100000), // 0 skips
     workers: int("workers", flag.workers, 1, 256),
   };
 }
@@ -97,29 +102,40 @@ const LINE = 16; // bytes per request: 15 characters and "\n"
 
 // worker-pool's workers load their own file and share a port through
 // Deno's unstable reusePort.
-const DENO_FLAGS: Partial<Record<Mode, string[]>> = {
+const DENO_FLAGS: Partial<Record<Served, string[]>> = {
   "worker-pool": ["--allow-read", "--unstable-net"],
 };
 
-const running = new Set<Server>();
+const running = new Set<Server<Served>>();
 
-class Server {
+// The storm table also runs client/storm.ts's small server: the least a
+// Deno server can do, under the same storm.
+const SMALL = "small server" as const;
+type Served = Mode | typeof SMALL;
+
+class Server<M extends Served = Mode> {
   port = 0;
   #exited = false;
   readonly #status: Promise<Deno.CommandStatus>;
 
-  constructor(readonly mode: Mode, readonly child: Deno.ChildProcess) {
+  constructor(readonly mode: M, readonly child: Deno.ChildProcess) {
     this.#status = child.status.finally(() => this.#exited = true);
   }
 
-  static async start(mode: Mode, args: string[]): Promise<Server> {
-    const script = new URL(`../modes/${mode}.ts`, import.meta.url).href;
+  static async start<M extends Served>(
+    mode: M,
+    args: string[],
+  ): Promise<Server<M>> {
+    const script = (path: string) => new URL(path, import.meta.url).href;
+    const command = mode === SMALL ? [script("./storm.ts"), "--serve"] : [
+      ...[script(`../modes/${mode}.ts`), "--port", "0", "--quiet"],
+      ...(mode === "worker-pool" ? ["--workers", `${workers.count}`] : []),
+      ...["--grace", "0", ...args], // nothing to wait for when we stop it
+    ];
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         ...["run", `--allow-net=${HOST}`, ...DENO_FLAGS[mode] ?? []],
-        ...[script, "--port", "0", "--quiet"],
-        ...(mode === "worker-pool" ? ["--workers", `${workers.count}`] : []),
-        ...["--grace", "0", ...args], // nothing to wait for when we stop it
+        ...command,
       ],
       stdin: "null",
       stdout: "piped",
@@ -190,10 +206,10 @@ async function drain(reader: ReadableStreamDefaultReader<unknown>) {
   } catch { /* the process is gone */ }
 }
 
-async function withServer<T>(
-  mode: Mode,
+async function withServer<M extends Served, T>(
+  mode: M,
   args: string[],
-  body: (server: Server) => Promise<T>,
+  body: (server: Server<M>) => Promise<T>,
 ): Promise<T> {
   const server = await Server.start(mode, args);
   try {
@@ -459,24 +475,42 @@ type IdleRow = {
   count: number;
   connected: number;
   served: number;
-  before: number;
+  added: number; // served in the second half
+  before: number; // KiB, after the first half
   after: number;
   note: string;
 };
 
+// The first half of the connections lets the server's heap grow to the
+// traffic once; the cost of a connection is what the second half adds.
 async function idle(server: Server, count: number) {
-  await sleep(SETTLE_MS);
-  const before = server.rssKiB()!;
-  const { conns, error } = await connectMany(server.port, count);
+  const half = Math.floor(count / 2);
+  const opened: Deno.Conn[] = [];
   try {
-    const served = await hello(conns);
-    await sleep(SETTLE_MS);
+    const first = await openIdle(server, half, opened);
+    const before = server.rssKiB()!;
+    const second = await openIdle(server, count - half, opened);
     const after = server.rssKiB() ?? NaN;
-    const note = error && `connect failed: ${error}`;
-    return { connected: conns.length, served, before, after, note };
+    const error = first.error || second.error;
+    return {
+      connected: opened.length,
+      served: first.served + second.served,
+      added: second.served,
+      before,
+      after,
+      note: error && `connect failed: ${error}`,
+    };
   } finally {
-    closeAll(conns);
+    closeAll(opened);
   }
+}
+
+async function openIdle(server: Server, count: number, opened: Deno.Conn[]) {
+  const { conns, error } = await connectMany(server.port, count);
+  opened.push(...conns);
+  const served = await hello(conns);
+  await sleep(SETTLE_MS);
+  return { served, error };
 }
 
 // Sends a line on every connection, so that the server has really taken
@@ -543,28 +577,40 @@ async function countReplies(conn: Deno.Conn, lines: number) {
   }
 }
 
-// ---- The run: for each mode, one server for (a) and (c), one for (b).
+// ---- The run: for each mode, a fresh server for each table.
 
 type Results = {
   hold: HoldRow[];
   ping: PingRow[];
   idle: IdleRow[];
   framing: FramingRow[];
+  storm: StormRow[];
 };
 
 async function run(options: Options): Promise<Results> {
-  const results: Results = { hold: [], ping: [], idle: [], framing: [] };
-  const steps = options.modes.length * (3 + options.conns.length);
+  const results: Results = {
+    hold: [],
+    ping: [],
+    idle: [],
+    framing: [],
+    storm: [],
+  };
+  const steps = options.modes.length * (3 + options.conns.length) +
+    (options.storm ? options.modes.length + 1 : 0);
   let step = 0;
-  const show = (mode: Mode, what: string) =>
+  const show = (mode: Served, what: string) =>
     progress(`[${++step}/${steps}] ${mode}: ${what}`);
   const pool = Math.max(...options.conns);
   for (const mode of options.modes) {
     await withServer(mode, poolArgs(mode, HOLD_POOL), async (server) => {
       show(mode, `hold, ${HOLD_CLIENTS} clients`);
       results.hold.push(await hold(server));
+    });
+    // A fresh server: what the hold test left in its heap is not counted.
+    const idlePool = options.idle || HOLD_POOL;
+    await withServer(mode, poolArgs(mode, idlePool), async (server) => {
       show(mode, `memory, ${plural(options.idle, "idle connection")}`);
-      results.idle.push(await idleRow(server, options.idle));
+      results.idle.push(await idleRow(server, options));
     });
     await withServer(mode, poolArgs(mode, pool), async (server) => {
       for (const conns of options.conns) {
@@ -578,16 +624,24 @@ async function run(options: Options): Promise<Results> {
       results.framing.push(await framingRow(server, options.framingMiB));
     });
   }
+  if (options.storm) {
+    for (const mode of [...options.modes, SMALL] as Served[]) {
+      await withServer(mode, poolArgs(mode, options.storm), async (server) => {
+        show(mode, `storm, ${plural(options.storm, "client")} at once`);
+        results.storm.push(await stormRow(server, options));
+      });
+    }
+  }
   progress("");
   return results;
 }
 
 // For ping-pong, fixed-pool gets a worker for every connection.
-function poolArgs(mode: Mode, pool: number) {
+function poolArgs(mode: Served, pool: number) {
   return mode === "fixed-pool" ? ["--pool-size", `${pool}`] : [];
 }
 
-function label(mode: Mode, pool: number) {
+function label(mode: Served, pool: number) {
   if (mode === "fixed-pool") return `fixed-pool --pool-size ${pool}`;
   if (mode === "worker-pool") return `worker-pool --workers ${workers.count}`;
   return mode;
@@ -616,13 +670,15 @@ const NO_PING = {
   serverCpu: null,
 };
 
-async function idleRow(server: Server, count: number): Promise<IdleRow> {
+async function idleRow(server: Server, options: Options): Promise<IdleRow> {
+  const count = options.idle;
   const row = {
-    server: label(server.mode, HOLD_POOL),
+    server: label(server.mode, count),
     mode: server.mode,
     count,
     connected: 0,
     served: 0,
+    added: 0,
     before: NaN,
     after: NaN,
   };
@@ -631,6 +687,22 @@ async function idleRow(server: Server, count: number): Promise<IdleRow> {
     : fileLimitNote(count) ?? (server.rssKiB() === null && procNote());
   if (skip) return { ...row, note: skip };
   return { ...row, ...await idle(server, count) };
+}
+
+// ---- (e) Connect storm: --storm clients connect at once and ping-pong
+// for --seconds (client/storm.ts, its clients spread over threads).
+
+type StormRow = { server: string; note: string } & Partial<StormResult>;
+
+async function stormRow(
+  server: Server<Served>,
+  options: Options,
+): Promise<StormRow> {
+  const row = { server: label(server.mode, options.storm) };
+  const tooMany = fileLimitNote(options.storm);
+  if (tooMany) return { ...row, note: tooMany };
+  const result = await storm(server.port, options.storm, options.seconds);
+  return { ...row, ...result, note: "" };
 }
 
 // Both the bench and the server need a file descriptor per connection, and
@@ -664,6 +736,7 @@ function report(results: Results, options: Options): string {
     ...pingTable(results.ping, options),
     ...idleTable(results.idle, options),
     ...framingTable(results.framing, options),
+    ...stormTable(results.storm, options),
   ].join("\n");
 }
 
@@ -771,7 +844,7 @@ function idleTable(rows: IdleRow[], options: Options) {
     "resident memory before and after",
     "",
     ...table(
-      ["server", "connected", "served", "before", "after", "per conn"]
+      ["server", "connected", "served", "at half", "at all", "per conn"]
         .concat(["note"]),
       rows.map((r) => [
         r.server,
@@ -779,18 +852,25 @@ function idleTable(rows: IdleRow[], options: Options) {
         `${r.served}`,
         kib(r.before),
         kib(r.after),
-        r.served >= 100 ? kib((r.after - r.before) / r.served) : "-",
+        r.added >= 100 ? bytes((r.after - r.before) * 1024 / r.added) : "-",
         idleNote(r),
       ]),
     ),
     "",
     ...paragraph(
-      "A connection costs the server memory only once it is accepted. " +
-        `Serial accepts one and the pool ${HOLD_POOL}; the others wait in ` +
-        "the kernel's listen backlog (511 by default, and Linux lets one " +
-        "more in), which is kernel memory, not the server's. Past the " +
-        "backlog a handshake hangs, and the bench gives up on it after " +
-        `${CONNECT_MS / 1000} seconds.`,
+      "Each server is fresh, started for this table; every connection " +
+        "sends one line, gets its reply and then sits idle, a read " +
+        "pending. The bench opens half the connections, reads the server's " +
+        "resident memory, opens the other half and reads it again: per " +
+        "conn is the growth between the two, divided by the connections " +
+        "of the second half, in bytes. The first half pays once for what " +
+        "does not grow with connections (the heap taking its working " +
+        "size). A connection costs the server " +
+        "memory only once it is accepted: serial accepts one, and the " +
+        "others wait in the kernel's listen backlog (511 by default, and " +
+        "Linux lets one more in), which is kernel memory, not the " +
+        "server's. Past the backlog a handshake hangs, and the bench gives " +
+        `up on it after ${CONNECT_MS / 1000} seconds.`,
     ),
     "",
   ];
@@ -805,7 +885,7 @@ function idleNote(r: IdleRow) {
   if (r.connected < r.count) {
     notes.push(`${r.count - r.connected} could not connect`);
   }
-  if (!notes.length && r.served < 100) notes.push("too few to measure");
+  if (!notes.length && r.added < 100) notes.push("too few to measure");
   return notes.join(", ");
 }
 
@@ -831,6 +911,43 @@ function framingTable(rows: FramingRow[], options: Options) {
         "decoding and writing. A parser that scans only new bytes, and " +
         "joins a line's pieces once, costs about the same per MiB at every " +
         "length; /proc counts CPU time in steps of 10 ms.",
+    ),
+    "",
+  ];
+}
+
+function stormTable(rows: StormRow[], options: Options) {
+  if (options.storm === 0) return [];
+  const orNone = (x: number | null | undefined) => x == null ? NaN : x;
+  return [
+    `## (e) Connect storm: ${options.storm} clients connect at once and ` +
+    `ping-pong for ${options.seconds} s`,
+    "",
+    ...table(
+      ["server", "connected", "first reply", "all by", "99% by"]
+        .concat(["replies/s", "p99", "note"]),
+      rows.map((r) => [
+        r.server,
+        r.connected === undefined ? "-" : `${r.connected} of ${r.clients}`,
+        r.answered === undefined ? "-" : `${r.answered} of ${r.clients}`,
+        ms(orNone(r.allAnsweredMs)),
+        ms(orNone(r.firstReplyP99Ms)),
+        count(orNone(r.repliesPerSecond)),
+        ms(orNone(r.roundTripP99Ms)),
+        [r.note, r.wrong ? `${r.wrong} wrong replies` : ""]
+          .filter(Boolean).join("; "),
+      ]),
+    ),
+    "",
+    ...paragraph(
+      "First reply: clients that had one within the row; all by: when " +
+        "the last of them had it (- if some never did); times count from " +
+        "the start of the storm. The small server is client/storm.ts " +
+        "--serve, the least a Deno server can do per message: a mode " +
+        "should answer as many, as soon. Clients past the listen backlog " +
+        "(511) are refused by the kernel and try again after a second. " +
+        'docs/performance.md, "Connect storm", says why one busy event ' +
+        "loop may leave some clients unanswered, and what to do.",
     ),
     "",
   ];
@@ -867,6 +984,10 @@ function kib(value: number) {
   if (isNaN(value)) return "-";
   if (value < 10240) return `${value.toFixed(1)} KiB`;
   return `${(value / 1024).toFixed(1)} MiB`;
+}
+
+function bytes(value: number) {
+  return `${count(value)} B`;
 }
 
 function count(value: number) {

@@ -65,7 +65,8 @@ const timelineFile = join(dir, "timeline.svg");
 after(() => rmSync(dir, { recursive: true, force: true }));
 const smallArgs = ["--modes", "serial,thread-per-connection", "--conns"]
   .concat(["1,4", "--seconds", "1", "--idle", "20", "--svg", svgFile])
-  .concat(["--framing-mib", "1", "--timeline", timelineFile]);
+  .concat(["--framing-mib", "1", "--timeline", timelineFile])
+  .concat(["--storm", "40"]);
 let small: Promise<Run> | undefined;
 const smallRun = () => small ??= bench(smallArgs);
 
@@ -74,7 +75,7 @@ test("bench runs small and exits 0", LONG, async () => {
   assert.equal(code, 0, stderr);
   assert.doesNotMatch(stderr, /error/);
   const headings = ["## (a) Hold", "## (b) Ping-pong", "## (c) Memory"]
-    .concat(["## (d) Framing"]);
+    .concat(["## (d) Framing", "## (e) Connect storm"]);
   for (const heading of headings) {
     assert.ok(stdout.includes(heading), `no ${heading} in:\n${stdout}`);
   }
@@ -82,9 +83,10 @@ test("bench runs small and exits 0", LONG, async () => {
 
 test("bench progress: one line per step on a pipe", LONG, async () => {
   const { stderr } = await smallRun();
-  const steps = stderr.split("\n").filter((line) => /^\[\d+\/10\] /.test(line));
-  assert.equal(steps.length, 10, stderr);
-  assert.equal(steps[0], "[1/10] serial: hold, 20 clients");
+  const steps = stderr.split("\n").filter((line) => /^\[\d+\/13\] /.test(line));
+  assert.equal(steps.length, 13, stderr);
+  assert.equal(steps[0], "[1/13] serial: hold, 20 clients");
+  assert.equal(steps[12], "[13/13] small server: storm, 40 clients at once");
 });
 
 test("bench hold: serial's waits stack up", LONG, async () => {
@@ -130,6 +132,28 @@ test("bench memory: only accepted ones cost", LONG, async (t) => {
   assert.match(perConn[3], /^\d+\.\d (KiB|MiB)$/);
   assert.equal(serial[6], "19 in the backlog");
 });
+
+test(
+  "bench storm: who had a first reply, beside the small server",
+  LONG,
+  async () => {
+    const { stdout } = await smallRun();
+    // Serial serves its first client to the end: the other 39 wait in the
+    // backlog for the whole row, connected but never answered.
+    const serial = row(stdout, "(e) Connect storm", "serial");
+    assert.deepEqual(serial.slice(1, 4), ["40 of 40", "1 of 40", "-"]);
+    for (const server of ["thread-per-connection", "small server"]) {
+      const cells = row(stdout, "(e) Connect storm", server);
+      assert.deepEqual(cells.slice(1, 3), ["40 of 40", "40 of 40"]);
+      assert.ok(
+        ms(cells[3]) > 0 && ms(cells[4]) <= ms(cells[3]),
+        cells.join("|"),
+      );
+      assert.ok(number(cells[5]) > 0, `no round trips: ${cells.join(" | ")}`);
+      assert.equal(cells[7], "");
+    }
+  },
+);
 
 test("bench framing: CPU per MiB for each line length", LONG, async (t) => {
   if (!existsSync("/proc/self/stat")) return t.skip("no /proc");
@@ -223,6 +247,31 @@ for (
     assert.equal(code, 2);
   });
 }
+
+test("storm.ts alone storms its own small server", LONG, async () => {
+  const args = ["run", "-A", "client/storm.ts", "--clients", "30"]
+    .concat(["--seconds", "1"]);
+  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
+  const { code } = await child.exited;
+  const out = child.stdoutLines.join("\n");
+  assert.equal(code, 0, child.stderr);
+  assert.match(out, /^connected: +30 of 30$/m);
+  assert.match(out, /^first reply: +30 within 1 s; the last at \d+ ms/m);
+  assert.match(out, /^small server: +accepted 30, the last \d+ ms after/m);
+  assert.match(out, /^ +first read from 30, the last at \d+ ms$/m);
+});
+
+test("storm.ts --clients 0: one error line, exit 2", { skip }, async () => {
+  const args = ["run", "-A", "client/storm.ts", "--clients", "0"];
+  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
+  const { code } = await child.exited;
+  assert.equal(code, 2);
+  assert.equal(
+    child.stderr.trim(),
+    "error: --clients must be a whole number from 1 to 100000\n" +
+      "run with --help for usage",
+  );
+});
 
 test("bench --help prints usage and exits 0", { skip }, async () => {
   const { code, stdout, stderr } = await bench(["--help"]);

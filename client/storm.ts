@@ -1,0 +1,322 @@
+/**
+ * Connect storm: many clients connect at once and ping-pong. How long until
+ * every one of them had its first reply, and how many had none at all?
+ *
+ * Run:   deno run -A client/storm.ts                (deno task storm)
+ *          storms the smallest Deno server there is, run in this process
+ *          (a read and a write per connection, nothing else), and says when
+ *          it accepted each client and when it first read from it.
+ *        deno run -A client/storm.ts --port 8080    a server already running
+ *        deno run -A client/storm.ts --serve        only the small server
+ * See:   with more clients busy than one event loop takes in a turn (Deno
+ *        takes up to 1,024 ready sockets from the kernel per turn), all are
+ *        accepted at once, but some get no reply until the others stop.
+ *        docs/performance.md, "Connect storm", says why and what to do.
+ *
+ * The clients run in STORM_THREADS workers, each its own event loop with
+ * a share of the sockets, so the storm never starves itself.
+ */
+import { parseArgs } from "node:util";
+
+const HOST = "127.0.0.1";
+const STORM_THREADS = 4;
+const USAGE = `usage: deno run -A client/storm.ts [flags]
+  --clients N   clients that connect at once (1024)
+  --seconds S   seconds of ping-pong (3)
+  --port N      storm a server already running there; 0: start the small
+                Deno server in this process and storm it (0)
+  --serve       only start the small server, on --port (0: a free one)
+  --help        this text`;
+
+// ---- The storm: one worker per share of the clients.
+
+export type StormResult = {
+  clients: number;
+  connected: number;
+  answered: number; // clients with a first reply within the seconds
+  allAnsweredMs: number | null; // when the last of them had it, if all did
+  firstReplyP99Ms: number | null;
+  roundTripP99Ms: number | null;
+  repliesPerSecond: number;
+  wrong: number;
+};
+
+type Share = { port: number; clients: number; seconds: number; at: number };
+type ShareResult = {
+  connected: number;
+  firstReplyMs: number[]; // one per client that had a reply
+  roundTripsMs: Float64Array;
+  wrong: number;
+};
+
+export async function storm(
+  port: number,
+  clients: number,
+  seconds: number,
+): Promise<StormResult> {
+  const at = epochMs();
+  const shares = Array.from({ length: STORM_THREADS }, (_, i) => {
+    const share = Math.floor((clients + i) / STORM_THREADS);
+    return inWorker({ port, clients: share, seconds, at });
+  });
+  const results = await Promise.all(shares);
+  const firstReplies = results.flatMap((r) => r.firstReplyMs).sort(byValue);
+  const roundTrips = Float64Array.from(
+    results.flatMap((r) => [...r.roundTripsMs]),
+  ).sort();
+  const answered = firstReplies.length;
+  return {
+    clients,
+    connected: sum(results.map((r) => r.connected)),
+    answered,
+    allAnsweredMs: answered === clients ? firstReplies[answered - 1] : null,
+    firstReplyP99Ms: percentile(firstReplies, 0.99),
+    roundTripP99Ms: percentile([...roundTrips], 0.99),
+    repliesPerSecond: roundTrips.length / seconds,
+    wrong: sum(results.map((r) => r.wrong)),
+  };
+}
+
+function inWorker(share: Share): Promise<ShareResult> {
+  const worker = new Worker(import.meta.url, { type: "module" });
+  return new Promise<ShareResult>((resolve, reject) => {
+    worker.onmessage = (event) => resolve(event.data);
+    worker.onerror = (event) => {
+      event.preventDefault();
+      reject(new Error(event.message));
+    };
+    worker.postMessage(share);
+  }).finally(() => worker.terminate());
+}
+
+// ---- In a worker: its share of the clients, all connecting at once.
+
+async function runShare(share: Share): Promise<ShareResult> {
+  const until = share.at + share.seconds * 1000;
+  const result: ShareResult = {
+    connected: 0,
+    firstReplyMs: [],
+    roundTripsMs: new Float64Array(),
+    wrong: 0,
+  };
+  const roundTrips: number[] = [];
+  async function client(id: number) {
+    let conn: Deno.Conn;
+    try {
+      const signal = AbortSignal.timeout(until - epochMs());
+      conn = await Deno.connect({ hostname: HOST, port: share.port, signal });
+    } catch {
+      return; // not connected within the seconds
+    }
+    result.connected++;
+    // A reply still awaited at the end is not coming in time: closing the
+    // connection ends the wait.
+    const timer = setTimeout(() => conn.close(), until - epochMs());
+    const line = encoder.encode(`${id}`.padStart(15, "0") + "\n");
+    const reply = new Uint8Array(256);
+    let first = true;
+    try {
+      for (;;) {
+        const sentAt = epochMs();
+        await writeAll(conn, line);
+        const length = await readLine(conn, reply);
+        const now = epochMs();
+        if (now >= until) break;
+        if (!endsWith(reply.subarray(0, length), line)) result.wrong++;
+        if (first) result.firstReplyMs.push(now - share.at);
+        first = false;
+        roundTrips.push(now - sentAt);
+      }
+      clearTimeout(timer);
+      conn.close();
+    } catch { /* closed by the timer, or by the server */ }
+  }
+  await Promise.all(
+    Array.from({ length: share.clients }, (_, id) => client(id)),
+  );
+  result.roundTripsMs = Float64Array.from(roundTrips);
+  return result;
+}
+
+const encoder = new TextEncoder();
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
+  while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
+}
+
+// Reads one reply line into `buffer`; returns its length with the "\n".
+async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
+  let filled = 0;
+  for (;;) {
+    const n = await conn.read(buffer.subarray(filled));
+    if (n === null) throw new Error("closed by the server");
+    filled += n;
+    if (buffer[filled - 1] === 10) return filled;
+    if (filled === buffer.length) throw new Error("reply too long");
+  }
+}
+
+function endsWith(bytes: Uint8Array, end: Uint8Array) {
+  const tail = bytes.subarray(bytes.length - end.length);
+  return tail.length === end.length && tail.every((b, i) => b === end[i]);
+}
+
+// ---- The small server: deno_bare's loop, plus when each connection was
+// accepted and first read, to tell a slow accept from a slow first read.
+// It echoes each read as it came, without the time: the least a server
+// can do per message.
+
+type Arrival = { accepted: number; firstRead: number | null }; // epoch ms
+
+// Once every connection of a storm has closed, `report` gets a summary.
+function serveSmall(port: number, report: (summary: string) => void) {
+  const listener = Deno.listen({ hostname: HOST, port });
+  let arrivals: Arrival[] = [];
+  let open = 0;
+  (async () => {
+    for await (const conn of listener) {
+      const arrival = { accepted: epochMs(), firstRead: null };
+      arrivals.push(arrival);
+      open++;
+      echo(conn, arrival).then(() => {
+        if (--open) return;
+        report(summarize(arrivals));
+        arrivals = [];
+      });
+    }
+  })();
+  return listener;
+}
+
+// When the small server accepted each client, and first read from it,
+// counted from its first accept.
+function summarize(arrivals: Arrival[]) {
+  const at = arrivals[0].accepted;
+  const read = arrivals.filter((a) => a.firstRead !== null);
+  const waits = read.map((a) => a.firstRead! - a.accepted).sort(byValue);
+  const lastAccept = Math.max(...arrivals.map((a) => a.accepted)) - at;
+  const lastRead = Math.max(...read.map((a) => a.firstRead!)) - at;
+  return [
+    `small server:  accepted ${arrivals.length}, the last ${ms(lastAccept)} ` +
+    "after the first",
+    `               first read from ${read.length}, the last at ` +
+    `${ms(read.length ? lastRead : null)}`,
+    `               accept to first read: median ` +
+    `${ms(percentile(waits, 0.5))}, max ${ms(waits.at(-1) ?? null)}`,
+  ].join("\n");
+}
+
+async function echo(conn: Deno.Conn, arrival: Arrival) {
+  const buffer = new Uint8Array(1024);
+  try {
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      arrival.firstRead ??= epochMs();
+      await writeAll(conn, buffer.subarray(0, n));
+    }
+  } catch { /* reset by the client */ }
+  try {
+    conn.close();
+  } catch { /* closed already */ }
+}
+
+// ---- The command line.
+
+async function main() {
+  const options = parseOptions();
+  if (options.serve) {
+    const listener = serveSmall(options.port, console.log);
+    const { port } = listener.addr as Deno.NetAddr;
+    console.log(`small server listening on ${HOST}:${port}`);
+    return;
+  }
+  const { clients, seconds } = options;
+  let port = options.port;
+  let summary = Promise.resolve("");
+  if (!port) {
+    let report = (_: string) => {};
+    summary = new Promise((resolve) => report = resolve);
+    port = (serveSmall(0, report).addr as Deno.NetAddr).port;
+  }
+  console.log(
+    `${clients} clients connect at once to ${HOST}:${port} and ping-pong ` +
+      `for ${seconds} s` +
+      (options.port ? "" : ", the small server in this process"),
+  );
+  console.log(describe(await storm(port, clients, seconds), seconds));
+  console.log(await summary);
+  Deno.exit(0);
+}
+
+export function describe(r: StormResult, seconds: number): string {
+  const all = r.allAnsweredMs === null
+    ? `${r.clients - r.answered} never did`
+    : `the last at ${ms(r.allAnsweredMs)}`;
+  return [
+    `connected:     ${r.connected} of ${r.clients}`,
+    `first reply:   ${r.answered} within ${seconds} s; ${all}; ` +
+    `99% by ${ms(r.firstReplyP99Ms)}`,
+    `round trips:   ${Math.round(r.repliesPerSecond)}/s, ` +
+    `p99 ${ms(r.roundTripP99Ms)}${r.wrong ? `, ${r.wrong} wrong` : ""}`,
+  ].join("\n");
+}
+
+function parseOptions() {
+  try {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        clients: { type: "string", default: "1024" },
+        seconds: { type: "string", default: "3" },
+        port: { type: "string", default: "0" },
+        serve: { type: "boolean", default: false },
+        help: { type: "boolean", default: false },
+      },
+    });
+    if (values.help) {
+      console.log(USAGE);
+      Deno.exit(0);
+    }
+    return {
+      clients: int("clients", values.clients, 1, 100_000),
+      seconds: int("seconds", values.seconds, 1, 600),
+      port: int("port", values.port, 0, 65535),
+      serve: values.serve,
+    };
+  } catch (err) {
+    console.error(`error: ${(err as Error).message.split(/\.\s/)[0]}`);
+    console.error("run with --help for usage");
+    Deno.exit(2);
+  }
+}
+
+function int(name: string, text: string, min: number, max: number) {
+  if (/^\d+$/.test(text) && +text >= min && +text <= max) return +text;
+  throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
+}
+
+// ---- Small helpers
+
+// Milliseconds on one clock for the main thread and the workers.
+function epochMs() {
+  return performance.timeOrigin + performance.now();
+}
+
+function percentile(sorted: number[], p: number): number | null {
+  return sorted.length ? sorted[Math.ceil(p * sorted.length) - 1] : null;
+}
+
+const byValue = (a: number, b: number) => a - b;
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+const ms = (x: number | null) => x === null ? "-" : `${Math.round(x)} ms`;
+
+if ("WorkerGlobalScope" in globalThis) {
+  // Typed as a window here; in a worker it is a worker's global scope.
+  const scope = self as unknown as Worker;
+  scope.onmessage = async (event: MessageEvent<Share>) => {
+    scope.postMessage(await runShare(event.data));
+  };
+} else if (import.meta.main) {
+  await main();
+}
