@@ -5,8 +5,8 @@
  * Run:   deno run -A client/bench.ts              (or: deno task bench)
  *        -A because Deno lets a script read /proc (the server's memory and
  *        CPU) only with --allow-all. Without /proc it needs just
- *        --allow-net=127.0.0.1 --allow-run --allow-write, and says what it
- *        skipped.
+ *        --allow-net=127.0.0.1 --allow-run --allow-write --allow-read, and
+ *        says what it skipped.
  * See:   a progress line on stderr, then markdown tables on stdout, in
  *        about a minute:
  *        (a) hold: 20 clients connect at once, each keeps its connection
@@ -19,6 +19,8 @@
  *        (d) framing: the server's CPU per MiB of input, with 1 KiB, 64 KiB
  *            and 1 MB lines (Linux): about the same per MiB, or the line
  *            parser rescans what it has seen.
+ *        (e) connect storm: 1,024 clients connect at once; how many had a
+ *            reply, and how soon, beside the smallest Deno server.
  *        With --svg FILE, a chart of (a) and (b).
  */
 import process from "node:process";
@@ -39,7 +41,7 @@ const USAGE = `usage: deno task bench [flags]
   --modes LIST       modes to measure (${MODES.join(",")})
   --conns LIST       connections for each ping-pong row (1,16,256)
   --seconds S        seconds per ping-pong row (3)
-  --idle N           idle connections for the memory table; 0 skips it (1000)
+  --idle N           idle connections for the memory table; 0 skips it (4000)
   --framing-mib N    MiB per line length in the framing table; 0 skips (16)
   --storm N          clients that connect at once in the storm table; 0
                      skips it (1024)
@@ -58,7 +60,7 @@ function parseOptions(args: string[]) {
       modes: { type: "string", default: MODES.join(",") },
       conns: { type: "string", default: "1,16,256" },
       seconds: { type: "string", default: "3" },
-      idle: { type: "string", default: "1000" },
+      idle: { type: "string", default: "4000" },
       "framing-mib": { type: "string", default: "16" },
       storm: { type: "string", default: "1024" },
       workers: { type: "string", default: `${navigator.hardwareConcurrency}` },
@@ -941,8 +943,9 @@ function stormTable(rows: StormRow[], options: Options) {
     "",
     ...paragraph(
       "First reply: clients that had one within the row; all by: when " +
-        "the last of them had it (- if some never did); times count from " +
-        "the start of the storm. The small server is client/storm.ts " +
+        "the last of them had it; 99% by: when 99 in 100 of the clients " +
+        "had it (-: they never did); times count from the start of the " +
+        "storm. The small server is client/storm.ts " +
         "--serve, the least a Deno server can do per message: a mode " +
         "should answer as many, as soon. Clients past the listen backlog " +
         "(511) are refused by the kernel and try again after a second. " +

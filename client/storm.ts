@@ -35,7 +35,7 @@ export type StormResult = {
   connected: number;
   answered: number; // clients with a first reply within the seconds
   allAnsweredMs: number | null; // when the last of them had it, if all did
-  firstReplyP99Ms: number | null;
+  firstReplyP99Ms: number | null; // when 99% of the clients had it, if they did
   roundTripP99Ms: number | null;
   repliesPerSecond: number;
   wrong: number;
@@ -54,6 +54,15 @@ export async function storm(
   clients: number,
   seconds: number,
 ): Promise<StormResult> {
+  const file = new URL(import.meta.url);
+  if (
+    Deno.permissions.querySync({ name: "read", path: file }).state !== "granted"
+  ) {
+    throw new Error(
+      "the storm's client threads load client/storm.ts: " +
+        "run with --allow-read (or -A)",
+    );
+  }
   const at = epochMs();
   const shares = Array.from({ length: STORM_THREADS }, (_, i) => {
     const share = Math.floor((clients + i) / STORM_THREADS);
@@ -70,7 +79,7 @@ export async function storm(
     connected: sum(results.map((r) => r.connected)),
     answered,
     allAnsweredMs: answered === clients ? firstReplies[answered - 1] : null,
-    firstReplyP99Ms: percentile(firstReplies, 0.99),
+    firstReplyP99Ms: firstReplies[Math.ceil(0.99 * clients) - 1] ?? null,
     roundTripP99Ms: percentile([...roundTrips], 0.99),
     repliesPerSecond: roundTrips.length / seconds,
     wrong: sum(results.map((r) => r.wrong)),
@@ -244,8 +253,19 @@ async function main() {
       `for ${seconds} s` +
       (options.port ? "" : ", the small server in this process"),
   );
-  console.log(describe(await storm(port, clients, seconds), seconds));
-  console.log(await summary);
+  let result: StormResult;
+  try {
+    result = await storm(port, clients, seconds);
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+  if (!result.connected) {
+    console.error(`error: no client could connect to ${HOST}:${port}`);
+    Deno.exit(1);
+  }
+  console.log(describe(result, seconds));
+  if (!options.port) console.log(await summary);
   Deno.exit(0);
 }
 
@@ -256,7 +276,7 @@ export function describe(r: StormResult, seconds: number): string {
   return [
     `connected:     ${r.connected} of ${r.clients}`,
     `first reply:   ${r.answered} within ${seconds} s; ${all}; ` +
-    `99% by ${ms(r.firstReplyP99Ms)}`,
+    `99% of clients by ${ms(r.firstReplyP99Ms)}`,
     `round trips:   ${Math.round(r.repliesPerSecond)}/s, ` +
     `p99 ${ms(r.roundTripP99Ms)}${r.wrong ? `, ${r.wrong} wrong` : ""}`,
   ].join("\n");

@@ -13,7 +13,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Child, isAlive, ROOT } from "./helpers.ts";
+import { Child, isAlive, ROOT, unusedPort } from "./helpers.ts";
 
 const BENCH = "client/bench.ts";
 
@@ -259,6 +259,34 @@ test("storm.ts alone storms its own small server", LONG, async () => {
   assert.match(out, /^first reply: +30 within 1 s; the last at \d+ ms/m);
   assert.match(out, /^small server: +accepted 30, the last \d+ ms after/m);
   assert.match(out, /^ +first read from 30, the last at \d+ ms$/m);
+});
+
+test("storm.ts without a server there: one error line, exit 1", {
+  skip,
+}, async () => {
+  const port = await unusedPort();
+  const args = ["run", "-A", "client/storm.ts", "--clients", "5"]
+    .concat(["--seconds", "1", "--port", `${port}`]);
+  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
+  const { code } = await child.exited;
+  assert.equal(code, 1);
+  assert.equal(
+    child.stderr.trim(),
+    `error: no client could connect to 127.0.0.1:${port}`,
+  );
+});
+
+test("storm.ts without --allow-read says what it needs", { skip }, async () => {
+  const args = ["run", "--allow-net=127.0.0.1", "client/storm.ts"]
+    .concat(["--clients", "5", "--seconds", "1"]);
+  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
+  const { code } = await child.exited;
+  assert.equal(code, 1);
+  assert.equal(
+    child.stderr.trim(),
+    "error: the storm's client threads load client/storm.ts: run with " +
+      "--allow-read (or -A)",
+  );
 });
 
 test("storm.ts --clients 0: one error line, exit 2", { skip }, async () => {
