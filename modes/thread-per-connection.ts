@@ -82,6 +82,7 @@ function serve(conn: Deno.Conn, options: Options): Promise<void> {
 }
 
 const READ_SIZE = 1024; // the tutorial's recv(1024)
+const FIRST_READ_SIZE = 64;
 const LF = 10, CR = 13;
 const NEWLINE = new Uint8Array([LF]), EMPTY = new Uint8Array();
 const encoder = new TextEncoder();
@@ -108,11 +109,18 @@ export class Connection {
   async serve() {
     this.#log("opened");
     try {
-      const buffer = new Uint8Array(READ_SIZE);
+      // An idle connection holds its buffer while its read waits: start
+      // small, and grow once a read fills it. Raw framing answers each read
+      // of up to READ_SIZE bytes, so it takes them all from the start.
+      const raw = this.options.framing === "raw";
+      let buffer = new Uint8Array(raw ? READ_SIZE : FIRST_READ_SIZE);
       for (;;) {
         const n = await this.conn.read(buffer);
         if (n === null) break;
         if (!this.#endReason) await this.#answer(buffer.subarray(0, n));
+        if (n === buffer.length && n < READ_SIZE) {
+          buffer = new Uint8Array(READ_SIZE);
+        }
       }
       // A last line without its \n is answered as if the \n had come.
       if (this.#lineBytes && !this.#endReason) await this.#answer(NEWLINE);

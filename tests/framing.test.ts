@@ -21,7 +21,8 @@ const CONNECTIONS = {
 const READ_SIZE = 1024; // what one read of the handler can return at most
 
 // A Deno.Conn that returns `reads` one by one, then end of input, and keeps
-// every byte written to it.
+// every byte written to it. As a socket, it fills at most the buffer it is
+// given, and keeps the rest of a read for the next.
 class FakeConn {
   readonly remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
   readonly written: Buffer[] = [];
@@ -29,8 +30,11 @@ class FakeConn {
   read(buffer: Uint8Array): Promise<number | null> {
     const next = this.reads.shift();
     if (!next) return Promise.resolve(null);
-    buffer.set(next);
-    return Promise.resolve(next.length);
+    if (next.length > buffer.length) {
+      this.reads.unshift(next.subarray(buffer.length));
+    }
+    buffer.set(next.subarray(0, buffer.length));
+    return Promise.resolve(Math.min(next.length, buffer.length));
   }
   write(bytes: Uint8Array): Promise<number> {
     this.written.push(Buffer.from(bytes));

@@ -120,6 +120,18 @@ for (const mode of MODE_NAMES) {
       assert.equal(await client.rest(), "", "no second reply");
     }));
 
+  // Raw framing reads up to 1024 bytes at a time from the first read on,
+  // as the tutorial's recv(1024) (line framing starts with a smaller
+  // buffer, to keep idle connections small).
+  test(`${mode}: raw framing answers a 1000-byte send in one reply`, () =>
+    withClient(mode, ["--framing", "raw"], async (client) => {
+      const sent = "r".repeat(999) + "\n";
+      await client.write(sent);
+      assert.equal(unstamped(await rawReply(client, sent)), sent);
+      await endInput(client);
+      assert.equal(await client.rest(), "", "the send came back split");
+    }));
+
   // Each read is decoded on its own, so a character split between two reads
   // comes back as two replacement characters, one per reply.
   test(`${mode}: raw framing breaks a character split between reads`, () =>
