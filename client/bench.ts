@@ -468,8 +468,8 @@ function cpuPercent(before: Cpu, after: Cpu) {
   };
 }
 
-// ---- (c) Memory: the server's resident memory before and after opening
-// --idle connections that then sit idle.
+// ---- (c) Memory: the server's resident memory as --idle connections
+// open, a quarter at a time, and then sit idle.
 
 type IdleRow = {
   server: string;
@@ -477,29 +477,45 @@ type IdleRow = {
   count: number;
   connected: number;
   served: number;
-  added: number; // served in the second half
-  before: number; // KiB, after the first half
+  perConn: number; // bytes: the median growth per connection of 3 quarters
+  before: number; // KiB, after the first quarter
   after: number;
   note: string;
 };
 
-// The first half of the connections lets the server's heap grow to the
-// traffic once; the cost of a connection is what the second half adds.
+// Resident memory grows in steps (V8 doubles its young generation, tables
+// double): a step inside one measured stretch would be charged to its
+// connections. So the connections open in four quarters, memory is read
+// after each, and the cost of a connection is the median of the three
+// growths from one quarter to the next, each divided by the connections
+// it added. The first quarter pays once for what does not grow with
+// connections.
 async function idle(server: Server, count: number) {
-  const half = Math.floor(count / 2);
   const opened: Deno.Conn[] = [];
+  const readings: number[] = [];
+  const perConn: number[] = [];
+  let served = 0;
+  let error = "";
   try {
-    const first = await openIdle(server, half, opened);
-    const before = server.rssKiB()!;
-    const second = await openIdle(server, count - half, opened);
-    const after = server.rssKiB() ?? NaN;
-    const error = first.error || second.error;
+    for (let quarter = 0; quarter < 4; quarter++) {
+      const step = Math.floor((count + quarter) / 4);
+      const added = await openIdle(server, step, opened);
+      readings.push(server.rssKiB() ?? NaN);
+      served += added.served;
+      error ||= added.error;
+      if (added.served < step) break; // the rest would wait in the backlog
+      if (quarter && added.served >= 25) {
+        perConn.push(
+          (readings[quarter] - readings[quarter - 1]) * 1024 / added.served,
+        );
+      }
+    }
     return {
       connected: opened.length,
-      served: first.served + second.served,
-      added: second.served,
-      before,
-      after,
+      served,
+      before: readings[0],
+      after: readings.at(-1)!,
+      perConn: perConn.length === 3 ? perConn.sort((a, b) => a - b)[1] : NaN,
       note: error && `connect failed: ${error}`,
     };
   } finally {
@@ -507,30 +523,42 @@ async function idle(server: Server, count: number) {
   }
 }
 
+// Opens `count` connections in 128 lanes; a lane sends a line on its
+// connection and waits for the reply before it opens the next, so the server
+// takes connections one by one, not a burst of thousands of lines at once,
+// whose garbage would be counted too. A lane whose reply does not come (the
+// connection waits in the backlog) stops; all stop after CONNECT_MS.
 async function openIdle(server: Server, count: number, opened: Deno.Conn[]) {
-  const { conns, error } = await connectMany(server.port, count);
-  opened.push(...conns);
-  const served = await hello(conns);
+  const signal = AbortSignal.timeout(CONNECT_MS);
+  const timedOut = new Promise<null>((resolve) =>
+    signal.addEventListener("abort", () => resolve(null), { once: true })
+  );
+  let started = 0;
+  let served = 0;
+  let error = "";
+  async function lane() {
+    while (started < count && !signal.aborted) {
+      const line = new Uint8Array(LINE);
+      request(started++, 0, line);
+      try {
+        const conn = await Deno.connect({
+          hostname: HOST,
+          port: server.port,
+          signal,
+        });
+        opened.push(conn);
+        await writeAll(conn, line);
+        const reply = conn.read(new Uint8Array(256)).catch(() => null);
+        if (!await Promise.race([reply, timedOut])) return;
+        served++;
+      } catch (err) {
+        if (!signal.aborted) error ||= (err as Error).message;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(count, 128) }, lane));
   await sleep(SETTLE_MS);
   return { served, error };
-}
-
-// Sends a line on every connection, so that the server has really taken
-// each one it accepted, and counts the replies that come within CONNECT_MS.
-async function hello(conns: Deno.Conn[]) {
-  const timeout = sleep(CONNECT_MS).then(() => null);
-  const replied = await Promise.all(conns.map(async (conn, id) => {
-    const line = new Uint8Array(LINE);
-    request(id, 0, line);
-    try {
-      await writeAll(conn, line);
-      const reply = conn.read(new Uint8Array(256)).catch(() => null);
-      return Boolean(await Promise.race([reply, timeout]));
-    } catch {
-      return false;
-    }
-  }));
-  return replied.filter(Boolean).length;
 }
 
 // ---- (d) Framing: one connection sends --framing-mib MiB of lines of each
@@ -680,7 +708,7 @@ async function idleRow(server: Server, options: Options): Promise<IdleRow> {
     count,
     connected: 0,
     served: 0,
-    added: 0,
+    perConn: NaN,
     before: NaN,
     after: NaN,
   };
@@ -843,10 +871,10 @@ function pingNote(r: PingRow) {
 function idleTable(rows: IdleRow[], options: Options) {
   return [
     `## (c) Memory: ${options.idle} idle connections, the server's ` +
-    "resident memory before and after",
+    "resident memory, a quarter at a time",
     "",
     ...table(
-      ["server", "connected", "served", "at half", "at all", "per conn"]
+      ["server", "connected", "served", "at 1/4", "at all", "per conn"]
         .concat(["note"]),
       rows.map((r) => [
         r.server,
@@ -854,25 +882,24 @@ function idleTable(rows: IdleRow[], options: Options) {
         `${r.served}`,
         kib(r.before),
         kib(r.after),
-        r.added >= 100 ? bytes((r.after - r.before) * 1024 / r.added) : "-",
+        isNaN(r.perConn) ? "-" : bytes(r.perConn),
         idleNote(r),
       ]),
     ),
     "",
     ...paragraph(
-      "Each server is fresh, started for this table; every connection " +
-        "sends one line, gets its reply and then sits idle, a read " +
-        "pending. The bench opens half the connections, reads the server's " +
-        "resident memory, opens the other half and reads it again: per " +
-        "conn is the growth between the two, divided by the connections " +
-        "of the second half, in bytes. The first half pays once for what " +
-        "does not grow with connections (the heap taking its working " +
-        "size). A connection costs the server " +
-        "memory only once it is accepted: serial accepts one, and the " +
-        "others wait in the kernel's listen backlog (511 by default, and " +
-        "Linux lets one more in), which is kernel memory, not the " +
-        "server's. Past the backlog a handshake hangs, and the bench gives " +
-        `up on it after ${CONNECT_MS / 1000} seconds.`,
+      "Each server is fresh, started for this table. The bench opens " +
+        "the connections in 128 lanes: each sends a line, waits for its " +
+        "reply and leaves the connection idle, a read pending, before it " +
+        "opens the next. It reads the server's resident memory after each " +
+        "quarter of the connections; per conn is the median of the three " +
+        "growths from one quarter to the next, each divided by the " +
+        "connections it added, in bytes (memory grows in steps, and the " +
+        "median leaves out a step that falls in one quarter). A connection " +
+        "costs the server memory only once it is accepted: serial accepts " +
+        "one, and the others wait in the kernel's listen backlog, which is " +
+        "kernel memory, not the server's; a lane whose reply does not come " +
+        "opens no more.",
     ),
     "",
   ];
@@ -885,9 +912,10 @@ function idleNote(r: IdleRow) {
     notes.push(`${r.connected - r.served} in the backlog`);
   }
   if (r.connected < r.count) {
-    notes.push(`${r.count - r.connected} could not connect`);
+    const why = r.served < r.connected ? "not tried" : "could not connect";
+    notes.push(`${r.count - r.connected} ${why}`);
   }
-  if (!notes.length && r.added < 100) notes.push("too few to measure");
+  if (!notes.length && isNaN(r.perConn)) notes.push("too few to measure");
   return notes.join(", ");
 }
 
