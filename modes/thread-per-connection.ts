@@ -76,7 +76,7 @@ const open = new Map<Connection, Promise<void>>(); // each with its end
 
 function serve(conn: Deno.Conn, options: Options): Promise<void> {
   const connection = new Connection(conn, options);
-  const done = connection.serve().finally(() => open.delete(connection));
+  const done = connection.serve();
   open.set(connection, done);
   return done;
 }
@@ -129,6 +129,7 @@ export class Connection {
     }
     await this.#writing.catch(() => {});
     this.#close();
+    open.delete(this);
     server.messages += this.messages;
     const time = ((Date.now() - this.opened) / 1000).toFixed(1);
     const carried = count(this.messages, "message");
