@@ -360,14 +360,17 @@ export class Connection {
     let start = 0;
     for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
       const line = this.#takeLine(bytes.subarray(start, lf));
-      if (this.#tooLong(line.length, line.at(-1))) return this.#refuse(replies);
-      const text = line.at(-1) === CR ? line.subarray(0, -1) : line;
+      const last = line[line.length - 1];
+      if (this.#tooLong(line.length, last)) return this.#refuse(replies);
+      const text = last === CR ? line.subarray(0, -1) : line;
       replies += this.#reply(text) + "\n";
       start = lf + 1;
     }
-    this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
-    const last = this.#line[this.#lineBytes - 1];
-    if (this.#tooLong(this.#lineBytes, last)) return this.#refuse(replies);
+    if (start < bytes.length) { // a line whose \n is still to come
+      this.#keep(bytes.subarray(start)); // a copy: the next read reuses `bytes`
+      const last = this.#line[this.#lineBytes - 1];
+      if (this.#tooLong(this.#lineBytes, last)) return this.#refuse(replies);
+    }
     return this.#write(replies);
   }
 
