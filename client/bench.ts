@@ -8,7 +8,7 @@
  *        --allow-net=127.0.0.1 --allow-run --allow-write --allow-read, and
  *        says what it skipped.
  * See:   a progress line on stderr, then markdown tables on stdout, in
- *        about a minute:
+ *        about three minutes:
  *        (a) hold: 20 clients connect at once, each keeps its connection
  *            200 ms after its reply. Serial answers them in turn (about
  *            20 x 200 ms), fixed-pool 10 at a time (about 2 x 200 ms),
@@ -504,7 +504,7 @@ async function idle(server: Server, count: number) {
       served += added.served;
       error ||= added.error;
       if (added.served < step) break; // the rest would wait in the backlog
-      if (quarter && added.served >= 25) {
+      if (quarter && added.served >= 250) {
         perConn.push(
           (readings[quarter] - readings[quarter - 1]) * 1024 / added.served,
         );
@@ -731,8 +731,12 @@ async function stormRow(
   const row = { server: label(server.mode, options.storm) };
   const tooMany = fileLimitNote(options.storm);
   if (tooMany) return { ...row, note: tooMany };
-  const result = await storm(server.port, options.storm, options.seconds);
-  return { ...row, ...result, note: "" };
+  try {
+    const result = await storm(server.port, options.storm, options.seconds);
+    return { ...row, ...result, note: "" };
+  } catch (err) {
+    return { ...row, note: `skipped: ${(err as Error).message}` };
+  }
 }
 
 // Both the bench and the server need a file descriptor per connection, and
@@ -915,7 +919,9 @@ function idleNote(r: IdleRow) {
     const why = r.served < r.connected ? "not tried" : "could not connect";
     notes.push(`${r.count - r.connected} ${why}`);
   }
-  if (!notes.length && isNaN(r.perConn)) notes.push("too few to measure");
+  if (!notes.length && isNaN(r.perConn)) {
+    notes.push("too few to measure: --idle 1000 or more");
+  }
   return notes.join(", ");
 }
 
@@ -954,29 +960,35 @@ function stormTable(rows: StormRow[], options: Options) {
     `ping-pong for ${options.seconds} s`,
     "",
     ...table(
-      ["server", "connected", "first reply", "all by", "99% by"]
+      ["server", "connected", "by", "first reply", "all by", "99% by"]
         .concat(["replies/s", "p99", "note"]),
       rows.map((r) => [
         r.server,
         r.connected === undefined ? "-" : `${r.connected} of ${r.clients}`,
+        ms(orNone(r.allConnectedMs)),
         r.answered === undefined ? "-" : `${r.answered} of ${r.clients}`,
         ms(orNone(r.allAnsweredMs)),
         ms(orNone(r.firstReplyP99Ms)),
         count(orNone(r.repliesPerSecond)),
         ms(orNone(r.roundTripP99Ms)),
-        [r.note, r.wrong ? `${r.wrong} wrong replies` : ""]
-          .filter(Boolean).join("; "),
+        [
+          r.note,
+          r.wrong ? `${r.wrong} wrong replies` : "",
+          r.closedByServer ? `${r.closedByServer} closed by the server` : "",
+        ].filter(Boolean).join("; "),
       ]),
     ),
     "",
     ...paragraph(
-      "First reply: clients that had one within the row; all by: when " +
-        "the last of them had it; 99% by: when 99 in 100 of the clients " +
-        "had it (-: they never did); times count from the start of the " +
-        "storm. The small server is client/storm.ts " +
-        "--serve, the least a Deno server can do per message: a mode " +
-        "should answer as many, as soon. Clients past the listen backlog " +
-        "(511) are refused by the kernel and try again after a second. " +
+      "Connected by: when the last connect completed; first reply: " +
+        "clients that had the echo of their first line within the row; " +
+        "all by: when the last of them had it; 99% by: when 99 in 100 of " +
+        "the clients had it (-: they never did); times count from the " +
+        "start of the storm. The small server is client/storm.ts --serve, " +
+        "the least a Deno server can do per message: a mode should answer " +
+        "as many, as soon. Handshakes past a full listen backlog (511) are " +
+        "dropped by the kernel, and the client tries again after a " +
+        "second. " +
         'docs/performance.md, "Connect storm", says why one busy event ' +
         "loop may leave some clients unanswered, and what to do.",
     ),

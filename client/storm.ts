@@ -8,10 +8,13 @@
  *          it accepted each client and when it first read from it.
  *        deno run -A client/storm.ts --port 8080    a server already running
  *        deno run -A client/storm.ts --serve        only the small server
- * See:   with more clients busy than one event loop takes in a turn (Deno
- *        takes up to 1,024 ready sockets from the kernel per turn), all are
- *        accepted at once, but some get no reply until the others stop.
- *        docs/performance.md, "Connect storm", says why and what to do.
+ * See:   whether every client had its first reply, and how soon. Against
+ *        a busy event loop, look for clients accepted but answered late, or
+ *        not at all: the small server's summary tells accept from first
+ *        read. These clients are JavaScript, and on a small machine they may
+ *        not load the server enough; a C load generator does (see
+ *        docs/performance.md, "Connect storm", for the numbers, the likely
+ *        cause and what to do).
  *
  * The clients run in STORM_THREADS workers, each its own event loop with
  * a share of the sockets, so the storm never starves itself.
@@ -22,7 +25,7 @@ const HOST = "127.0.0.1";
 const STORM_THREADS = 4;
 const USAGE = `usage: deno run -A client/storm.ts [flags]
   --clients N   clients that connect at once (1024)
-  --seconds S   seconds of ping-pong (3)
+  --seconds S   seconds of ping-pong, at most 60 (3)
   --port N      storm a server already running there; 0: start the small
                 Deno server in this process and storm it (0)
   --serve       only start the small server, on --port (0: a free one)
@@ -33,20 +36,25 @@ const USAGE = `usage: deno run -A client/storm.ts [flags]
 export type StormResult = {
   clients: number;
   connected: number;
-  answered: number; // clients with a first reply within the seconds
+  allConnectedMs: number | null; // when the last connect completed, if all did
+  connectError: string; // the first reason a connect failed
+  answered: number; // clients with a right first reply within the seconds
   allAnsweredMs: number | null; // when the last of them had it, if all did
   firstReplyP99Ms: number | null; // when 99% of the clients had it, if they did
   roundTripP99Ms: number | null;
   repliesPerSecond: number;
-  wrong: number;
+  wrong: number; // replies that were not the echo of their line
+  closedByServer: number; // connections the server closed before the end
 };
 
 type Share = { port: number; clients: number; seconds: number; at: number };
 type ShareResult = {
-  connected: number;
-  firstReplyMs: number[]; // one per client that had a reply
+  connectedMs: number[]; // one per client that connected
+  connectError: string;
+  firstReplyMs: number[]; // one per client that had a right reply
   roundTripsMs: Float64Array;
   wrong: number;
+  closedByServer: number;
 };
 
 export async function storm(
@@ -63,12 +71,17 @@ export async function storm(
         "run with --allow-read (or -A)",
     );
   }
+  // The clock starts once every thread is loaded and waiting: then all of
+  // them connect at the same moment.
+  const workers = await Promise.all(
+    Array.from({ length: STORM_THREADS }, startWorker),
+  );
   const at = epochMs();
-  const shares = Array.from({ length: STORM_THREADS }, (_, i) => {
+  const results = await Promise.all(workers.map((worker, i) => {
     const share = Math.floor((clients + i) / STORM_THREADS);
-    return inWorker({ port, clients: share, seconds, at });
-  });
-  const results = await Promise.all(shares);
+    return runInWorker(worker, { port, clients: share, seconds, at });
+  }));
+  const connects = results.flatMap((r) => r.connectedMs).sort(byValue);
   const firstReplies = results.flatMap((r) => r.firstReplyMs).sort(byValue);
   const roundTrips = Float64Array.from(
     results.flatMap((r) => [...r.roundTripsMs]),
@@ -76,26 +89,40 @@ export async function storm(
   const answered = firstReplies.length;
   return {
     clients,
-    connected: sum(results.map((r) => r.connected)),
+    connected: connects.length,
+    allConnectedMs: connects.length === clients ? connects.at(-1)! : null,
+    connectError: results.map((r) => r.connectError).find(Boolean) ?? "",
     answered,
-    allAnsweredMs: answered === clients ? firstReplies[answered - 1] : null,
+    allAnsweredMs: answered === clients ? firstReplies.at(-1)! : null,
     firstReplyP99Ms: firstReplies[Math.ceil(0.99 * clients) - 1] ?? null,
     roundTripP99Ms: percentile([...roundTrips], 0.99),
     repliesPerSecond: roundTrips.length / seconds,
     wrong: sum(results.map((r) => r.wrong)),
+    closedByServer: sum(results.map((r) => r.closedByServer)),
   };
 }
 
-function inWorker(share: Share): Promise<ShareResult> {
+// A worker that has loaded this file and says so.
+function startWorker(): Promise<Worker> {
   const worker = new Worker(import.meta.url, { type: "module" });
-  return new Promise<ShareResult>((resolve, reject) => {
+  return reply<string>(worker).then(() => worker);
+}
+
+function runInWorker(worker: Worker, share: Share): Promise<ShareResult> {
+  const result = reply<ShareResult>(worker);
+  worker.postMessage(share);
+  return result.finally(() => worker.terminate());
+}
+
+function reply<T>(worker: Worker): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
     worker.onmessage = (event) => resolve(event.data);
     worker.onerror = (event) => {
       event.preventDefault();
+      worker.terminate();
       reject(new Error(event.message));
     };
-    worker.postMessage(share);
-  }).finally(() => worker.terminate());
+  });
 }
 
 // ---- In a worker: its share of the clients, all connecting at once.
@@ -103,10 +130,12 @@ function inWorker(share: Share): Promise<ShareResult> {
 async function runShare(share: Share): Promise<ShareResult> {
   const until = share.at + share.seconds * 1000;
   const result: ShareResult = {
-    connected: 0,
+    connectedMs: [],
+    connectError: "",
     firstReplyMs: [],
     roundTripsMs: new Float64Array(),
     wrong: 0,
+    closedByServer: 0,
   };
   const roundTrips: number[] = [];
   async function client(id: number) {
@@ -114,31 +143,37 @@ async function runShare(share: Share): Promise<ShareResult> {
     try {
       const signal = AbortSignal.timeout(until - epochMs());
       conn = await Deno.connect({ hostname: HOST, port: share.port, signal });
-    } catch {
-      return; // not connected within the seconds
+    } catch (err) {
+      if (epochMs() < until) result.connectError ||= (err as Error).message;
+      return;
     }
-    result.connected++;
+    result.connectedMs.push(epochMs() - share.at);
     // A reply still awaited at the end is not coming in time: closing the
     // connection ends the wait.
     const timer = setTimeout(() => conn.close(), until - epochMs());
     const line = encoder.encode(`${id}`.padStart(15, "0") + "\n");
     const reply = new Uint8Array(256);
-    let first = true;
     try {
-      for (;;) {
+      for (let first = true;; first = false) {
         const sentAt = epochMs();
         await writeAll(conn, line);
         const length = await readLine(conn, reply);
         const now = epochMs();
         if (now >= until) break;
-        if (!endsWith(reply.subarray(0, length), line)) result.wrong++;
+        // Anything but the echo (an ERROR line, say) is no answer.
+        if (!endsWith(reply.subarray(0, length), line)) {
+          result.wrong++;
+          break;
+        }
         if (first) result.firstReplyMs.push(now - share.at);
-        first = false;
         roundTrips.push(now - sentAt);
       }
       clearTimeout(timer);
       conn.close();
-    } catch { /* closed by the timer, or by the server */ }
+    } catch (err) {
+      if (err instanceof ClosedByServer) result.closedByServer++;
+      clearTimeout(timer);
+    }
   }
   await Promise.all(
     Array.from({ length: share.clients }, (_, id) => client(id)),
@@ -146,6 +181,8 @@ async function runShare(share: Share): Promise<ShareResult> {
   result.roundTripsMs = Float64Array.from(roundTrips);
   return result;
 }
+
+class ClosedByServer extends Error {}
 
 const encoder = new TextEncoder();
 
@@ -158,7 +195,7 @@ async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
   let filled = 0;
   for (;;) {
     const n = await conn.read(buffer.subarray(filled));
-    if (n === null) throw new Error("closed by the server");
+    if (n === null) throw new ClosedByServer();
     filled += n;
     if (buffer[filled - 1] === 10) return filled;
     if (filled === buffer.length) throw new Error("reply too long");
@@ -179,11 +216,18 @@ type Arrival = { accepted: number; firstRead: number | null }; // epoch ms
 
 // Once every connection of a storm has closed, `report` gets a summary.
 function serveSmall(port: number, report: (summary: string) => void) {
-  const listener = Deno.listen({ hostname: HOST, port });
+  const listener = listen(port);
   let arrivals: Arrival[] = [];
   let open = 0;
   (async () => {
-    for await (const conn of listener) {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch { // out of descriptors, say: wait a little, and accept again
+        await new Promise((retry) => setTimeout(retry, 100));
+        continue;
+      }
       const arrival = { accepted: epochMs(), firstRead: null };
       arrivals.push(arrival);
       open++;
@@ -215,6 +259,15 @@ function summarize(arrivals: Arrival[]) {
   ].join("\n");
 }
 
+function listen(port: number): Deno.Listener {
+  try {
+    return Deno.listen({ hostname: HOST, port });
+  } catch (err) {
+    console.error(`error: ${HOST}:${port}: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+}
+
 async function echo(conn: Deno.Conn, arrival: Arrival) {
   const buffer = new Uint8Array(1024);
   try {
@@ -241,6 +294,16 @@ async function main() {
     return;
   }
   const { clients, seconds } = options;
+  // Each client is a descriptor here, and one more in the small server.
+  const needed = (options.port ? 1 : 2) * clients + 64;
+  const limit = openFileLimit();
+  if (limit && limit < needed) {
+    console.error(
+      `error: ${clients} clients need about ${needed} open files, the ` +
+        `limit is ${limit}: run \`ulimit -n ${needed}\` first, or use fewer`,
+    );
+    Deno.exit(1);
+  }
   let port = options.port;
   let summary = Promise.resolve("");
   if (!port) {
@@ -270,15 +333,22 @@ async function main() {
 }
 
 export function describe(r: StormResult, seconds: number): string {
-  const all = r.allAnsweredMs === null
+  const connected = r.allConnectedMs === null
+    ? (r.connectError ? `; the first failure: ${r.connectError}` : "")
+    : `, the last at ${ms(r.allConnectedMs)}`;
+  const answered = r.allAnsweredMs === null
     ? `${r.clients - r.answered} never did`
     : `the last at ${ms(r.allAnsweredMs)}`;
+  const trouble = [
+    r.wrong && `${r.wrong} wrong replies`,
+    r.closedByServer && `${r.closedByServer} closed by the server`,
+  ].filter(Boolean).join(", ");
   return [
-    `connected:     ${r.connected} of ${r.clients}`,
-    `first reply:   ${r.answered} within ${seconds} s; ${all}; ` +
+    `connected:     ${r.connected} of ${r.clients}${connected}`,
+    `first reply:   ${r.answered} within ${seconds} s; ${answered}; ` +
     `99% of clients by ${ms(r.firstReplyP99Ms)}`,
     `round trips:   ${Math.round(r.repliesPerSecond)}/s, ` +
-    `p99 ${ms(r.roundTripP99Ms)}${r.wrong ? `, ${r.wrong} wrong` : ""}`,
+    `p99 ${ms(r.roundTripP99Ms)}${trouble && `; ${trouble}`}`,
   ].join("\n");
 }
 
@@ -300,7 +370,7 @@ function parseOptions() {
     }
     return {
       clients: int("clients", values.clients, 1, 100_000),
-      seconds: int("seconds", values.seconds, 1, 600),
+      seconds: int("seconds", values.seconds, 1, 60), // every round trip is kept
       port: int("port", values.port, 0, 65535),
       serve: values.serve,
     };
@@ -317,6 +387,16 @@ function int(name: string, text: string, min: number, max: number) {
 }
 
 // ---- Small helpers
+
+// The limit on open files, where /proc tells it (Linux).
+function openFileLimit(): number | null {
+  try {
+    const limits = Deno.readTextFileSync("/proc/self/limits");
+    return Number(/Max open files\s+(\d+)/.exec(limits)?.[1]) || null;
+  } catch {
+    return null;
+  }
+}
 
 // Milliseconds on one clock for the main thread and the workers.
 function epochMs() {
@@ -337,6 +417,7 @@ if ("WorkerGlobalScope" in globalThis) {
   scope.onmessage = async (event: MessageEvent<Share>) => {
     scope.postMessage(await runShare(event.data));
   };
+  scope.postMessage("ready");
 } else if (import.meta.main) {
   await main();
 }
