@@ -91,16 +91,12 @@ export class Connection {
   readonly opened = Date.now();
   lastProgress = Date.now(); // a whole line in, or reply bytes out
   messages = 0;
-  #peer: string;
   #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
   #lineBytes = 0; // bytes, with room to grow
   #writing: Promise<void> = Promise.resolve(); // replies queue here
   #endReason = "";
 
-  constructor(readonly conn: Deno.Conn, readonly options: Options) {
-    const { hostname, port } = conn.remoteAddr as Deno.NetAddr;
-    this.#peer = `${hostname}:${port}`;
-  }
+  constructor(readonly conn: Deno.Conn, readonly options: Options) {}
 
   async serve() {
     this.#log("opened");
@@ -229,8 +225,11 @@ export class Connection {
     } catch { /* closed already */ }
   }
 
+  // The peer's address is looked up only when logged: --quiet saves it.
   #log(event: string) {
-    if (!this.options.quiet) console.log(`#${this.id} ${this.#peer} ${event}`);
+    if (this.options.quiet) return;
+    const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
+    console.log(`#${this.id} ${hostname}:${port} ${event}`);
   }
 }
 
