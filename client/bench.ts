@@ -26,7 +26,13 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { joinNegativeValues } from "./client.ts";
-import { storm, type StormResult } from "./storm.ts";
+import {
+  readLine,
+  storm,
+  type StormResult,
+  writeAll,
+  WrongReply,
+} from "./storm.ts";
 
 const MODES = [
   "serial",
@@ -262,26 +268,6 @@ function request(id: number, seq: number, into: Uint8Array) {
     String(n % 10 ** width).padStart(width, "0");
   encoder.encodeInto(`${digits(id, 5)} ${digits(seq, 9)}\n`, into);
 }
-
-// A write may take only part of the bytes.
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
-  while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
-}
-
-// Reads one reply line into `buffer`; returns its length with the "\n".
-async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
-  let filled = 0;
-  for (;;) {
-    const n = await conn.read(buffer.subarray(filled));
-    if (n === null) throw new Error("server closed the connection");
-    const lf = buffer.subarray(0, filled + n).indexOf(10, filled);
-    filled += n;
-    if (lf === filled - 1) return filled;
-    if (lf !== -1 || filled === buffer.length) throw new WrongReply();
-  }
-}
-
-class WrongReply extends Error {}
 
 // The reply must be "[<time>] <request>".
 function isEcho(reply: Uint8Array, length: number, sent: Uint8Array) {

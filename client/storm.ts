@@ -172,6 +172,7 @@ async function runShare(share: Share): Promise<ShareResult> {
       conn.close();
     } catch (err) {
       if (err instanceof ClosedByServer) result.closedByServer++;
+      if (err instanceof WrongReply) result.wrong++;
       clearTimeout(timer);
     }
   }
@@ -182,25 +183,28 @@ async function runShare(share: Share): Promise<ShareResult> {
   return result;
 }
 
-class ClosedByServer extends Error {}
-
 const encoder = new TextEncoder();
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
+// A write may take only part of the bytes.
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
   while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
 }
 
 // Reads one reply line into `buffer`; returns its length with the "\n".
-async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
+export async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
   let filled = 0;
   for (;;) {
     const n = await conn.read(buffer.subarray(filled));
-    if (n === null) throw new ClosedByServer();
+    if (n === null) throw new ClosedByServer("server closed the connection");
+    const lf = buffer.subarray(0, filled + n).indexOf(10, filled);
     filled += n;
-    if (buffer[filled - 1] === 10) return filled;
-    if (filled === buffer.length) throw new Error("reply too long");
+    if (lf === filled - 1) return filled;
+    if (lf !== -1 || filled === buffer.length) throw new WrongReply();
   }
 }
+
+export class WrongReply extends Error {}
+export class ClosedByServer extends Error {}
 
 function endsWith(bytes: Uint8Array, end: Uint8Array) {
   const tail = bytes.subarray(bytes.length - end.length);
