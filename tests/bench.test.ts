@@ -13,9 +13,17 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Child, isAlive, ROOT, unusedPort, withServer } from "./helpers.ts";
+import {
+  Child,
+  isAlive,
+  ROOT,
+  runScript,
+  unusedPort,
+  withServer,
+} from "./helpers.ts";
 
 const BENCH = "client/bench.ts";
+const STORM = "client/storm.ts";
 
 // The bench is a Deno tool (`deno task bench`); under Bun there is no Deno
 // to start it with.
@@ -255,12 +263,10 @@ for (
 }
 
 test("storm.ts alone storms its own small server", LONG, async () => {
-  const args = ["run", "-A", "client/storm.ts", "--clients", "30"]
-    .concat(["--seconds", "1"]);
-  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
-  const { code } = await child.exited;
-  const out = child.stdoutLines.join("\n");
-  assert.equal(code, 0, child.stderr);
+  const { code, stdout: out, stderr } = await runScript(STORM, [
+    ...["--clients", "30", "--seconds", "1"],
+  ]);
+  assert.equal(code, 0, stderr);
   assert.match(out, /^connected: +30 of 30, the last at \d+ ms$/m);
   assert.match(out, /^first reply: +30 within 1 s; the last at \d+ ms/m);
   assert.match(out, /^small server: +accepted 30, the last \d+ ms after/m);
@@ -271,22 +277,21 @@ test("storm.ts without a server there: one error line, exit 1", {
   skip,
 }, async () => {
   const port = await unusedPort();
-  const args = ["run", "-A", "client/storm.ts", "--clients", "5"]
-    .concat(["--seconds", "1", "--port", `${port}`]);
-  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
-  const { code } = await child.exited;
+  const { code, stderr } = await runScript(STORM, [
+    ...["--clients", "5", "--seconds", "1", "--port", `${port}`],
+  ]);
   assert.equal(code, 1);
   assert.equal(
-    child.stderr.trim(),
+    stderr.trim(),
     `error: no client could connect to 127.0.0.1:${port}`,
   );
 });
 
 test("storm.ts without --allow-read says what it needs", { skip }, async () => {
-  const args = ["run", "--allow-net=127.0.0.1", "client/storm.ts"]
+  const args = ["run", "--allow-net=127.0.0.1", STORM]
     .concat(["--clients", "5", "--seconds", "1"]);
   const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
-  const { code } = await child.exited;
+  const { code } = await child.exit();
   assert.equal(code, 1);
   assert.equal(
     child.stderr.trim(),
@@ -302,12 +307,10 @@ test("storm.ts: an ERROR line is no answer", LONG, async () => {
     "thread-per-connection",
     ["--max-line", "5"],
     async (server) => {
-      const args = ["run", "-A", "client/storm.ts", "--clients", "10"]
-        .concat(["--seconds", "1", "--port", `${server.port}`]);
-      const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
-      const { code } = await child.exited;
-      const out = child.stdoutLines.join("\n");
-      assert.equal(code, 0, child.stderr);
+      const { code, stdout: out, stderr } = await runScript(STORM, [
+        ...["--clients", "10", "--seconds", "1", "--port", `${server.port}`],
+      ]);
+      assert.equal(code, 0, stderr);
       assert.match(out, /^first reply: +0 within 1 s; 10 never did/m);
       assert.match(out, /; 10 wrong replies$/m);
     },
@@ -315,12 +318,10 @@ test("storm.ts: an ERROR line is no answer", LONG, async () => {
 });
 
 test("storm.ts --clients 0: one error line, exit 2", { skip }, async () => {
-  const args = ["run", "-A", "client/storm.ts", "--clients", "0"];
-  const child = new Child(spawn(process.execPath, args, { cwd: ROOT }));
-  const { code } = await child.exited;
+  const { code, stderr } = await runScript(STORM, ["--clients", "0"]);
   assert.equal(code, 2);
   assert.equal(
-    child.stderr.trim(),
+    stderr.trim(),
     "error: --clients must be a whole number from 1 to 100000\n" +
       "run with --help for usage",
   );

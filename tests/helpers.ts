@@ -30,10 +30,12 @@ export const STAMP =
 export const IS_BUN =
   typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 
-// Deno permissions beyond --allow-net: worker-pool's workers load their own
-// file, and share their port through Deno's unstable reusePort.
+// Deno permissions beyond --allow-net: worker-pool's workers and the storm's
+// client threads load their own file, and worker-pool shares its port
+// through Deno's unstable reusePort.
 const DENO_FLAGS: Record<string, string[]> = {
   "modes/worker-pool.ts": ["--allow-read", "--unstable-net"],
+  "client/storm.ts": ["--allow-read"],
 };
 
 // The command line that runs a script under the runtime running the tests.
