@@ -27,6 +27,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { joinNegativeValues } from "./client.ts";
 import {
+  openFileLimit,
   readLine,
   storm,
   type StormResult,
@@ -728,8 +729,7 @@ async function stormRow(
 // Both the bench and the server need a file descriptor per connection, and
 // Deno cannot raise the limit: the shell must (`ulimit -n`) before the run.
 function fileLimitNote(conns: number): string | null {
-  const limits = readProc("/proc/self/limits");
-  const limit = Number(limits && /Max open files\s+(\d+)/.exec(limits)?.[1]);
+  const limit = openFileLimit();
   const needed = conns + 64;
   if (!limit || limit >= needed) return null;
   const enough = 2 ** Math.ceil(Math.log2(needed));

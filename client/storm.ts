@@ -52,7 +52,7 @@ type ShareResult = {
   connectedMs: number[]; // one per client that connected
   connectError: string;
   firstReplyMs: number[]; // one per client that had a right reply
-  roundTripsMs: Float64Array;
+  roundTripsMs: number[];
   wrong: number;
   closedByServer: number;
 };
@@ -83,9 +83,7 @@ export async function storm(
   }));
   const connects = results.flatMap((r) => r.connectedMs).sort(byValue);
   const firstReplies = results.flatMap((r) => r.firstReplyMs).sort(byValue);
-  const roundTrips = Float64Array.from(
-    results.flatMap((r) => [...r.roundTripsMs]),
-  ).sort();
+  const roundTrips = results.flatMap((r) => r.roundTripsMs).sort(byValue);
   const answered = firstReplies.length;
   return {
     clients,
@@ -95,7 +93,7 @@ export async function storm(
     answered,
     allAnsweredMs: answered === clients ? firstReplies.at(-1)! : null,
     firstReplyP99Ms: firstReplies[Math.ceil(0.99 * clients) - 1] ?? null,
-    roundTripP99Ms: percentile([...roundTrips], 0.99),
+    roundTripP99Ms: percentile(roundTrips, 0.99),
     repliesPerSecond: roundTrips.length / seconds,
     wrong: sum(results.map((r) => r.wrong)),
     closedByServer: sum(results.map((r) => r.closedByServer)),
@@ -133,11 +131,10 @@ async function runShare(share: Share): Promise<ShareResult> {
     connectedMs: [],
     connectError: "",
     firstReplyMs: [],
-    roundTripsMs: new Float64Array(),
+    roundTripsMs: [],
     wrong: 0,
     closedByServer: 0,
   };
-  const roundTrips: number[] = [];
   async function client(id: number) {
     let conn: Deno.Conn;
     try {
@@ -166,7 +163,7 @@ async function runShare(share: Share): Promise<ShareResult> {
           break;
         }
         if (first) result.firstReplyMs.push(now - share.at);
-        roundTrips.push(now - sentAt);
+        result.roundTripsMs.push(now - sentAt);
       }
       clearTimeout(timer);
       conn.close();
@@ -179,7 +176,6 @@ async function runShare(share: Share): Promise<ShareResult> {
   await Promise.all(
     Array.from({ length: share.clients }, (_, id) => client(id)),
   );
-  result.roundTripsMs = Float64Array.from(roundTrips);
   return result;
 }
 
@@ -393,7 +389,7 @@ function int(name: string, text: string, min: number, max: number) {
 // ---- Small helpers
 
 // The limit on open files, where /proc tells it (Linux).
-function openFileLimit(): number | null {
+export function openFileLimit(): number | null {
   try {
     const limits = Deno.readTextFileSync("/proc/self/limits");
     return Number(/Max open files\s+(\d+)/.exec(limits)?.[1]) || null;
