@@ -193,7 +193,8 @@ export class Conn {
     let taken = 0;
     if (reader) {
       taken = Math.min(bytes.length, reader.buffer.length);
-      reader.buffer.set(bytes.subarray(0, taken));
+      const whole = taken === bytes.length; // a cut would copy `bytes` on Bun
+      reader.buffer.set(whole ? bytes : bytes.subarray(0, taken));
     }
     if (taken < bytes.length) {
       this.#unread.push(bytes.slice(taken));

@@ -410,11 +410,13 @@ export class Connection {
   }
 
   // After the write before it; a write may take only part of the bytes.
+  // Only a partial write cuts: on Bun, the first cut of a new array copies it.
   #write(text: string): Promise<void> {
     let bytes = encoder.encode(text);
     return this.#writing = this.#writing.then(async () => {
       while (bytes.length) {
-        bytes = bytes.subarray(await this.conn.write(bytes));
+        const written = await this.conn.write(bytes);
+        bytes = written < bytes.length ? bytes.subarray(written) : EMPTY;
         this.lastProgress = Date.now();
       }
     });

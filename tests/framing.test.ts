@@ -22,11 +22,12 @@ const READ_SIZE = 1024; // what one read of the handler can return at most
 
 // A Deno.Conn that returns `reads` one by one, then end of input, and keeps
 // every byte written to it. As a socket, it fills at most the buffer it is
-// given, and keeps the rest of a read for the next.
+// given, and keeps the rest of a read for the next; a write takes at most
+// `writeSize` bytes, as a socket whose buffer is nearly full.
 class FakeConn {
   readonly remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
   readonly written: Buffer[] = [];
-  constructor(readonly reads: Uint8Array[]) {}
+  constructor(readonly reads: Uint8Array[], readonly writeSize = Infinity) {}
   read(buffer: Uint8Array): Promise<number | null> {
     const next = this.reads.shift();
     if (!next) return Promise.resolve(null);
@@ -37,8 +38,9 @@ class FakeConn {
     return Promise.resolve(Math.min(next.length, buffer.length));
   }
   write(bytes: Uint8Array): Promise<number> {
-    this.written.push(Buffer.from(bytes));
-    return Promise.resolve(bytes.length);
+    const taken = bytes.subarray(0, this.writeSize);
+    this.written.push(Buffer.from(taken));
+    return Promise.resolve(taken.length);
   }
   closeWrite(): Promise<void> {
     return Promise.resolve();
@@ -54,8 +56,12 @@ const OPTIONS = {
 };
 
 // Serves `reads` with `mode`'s handler; returns what it wrote.
-async function serve(mode: Mode, reads: Uint8Array[]): Promise<Buffer> {
-  const conn = new FakeConn(reads);
+async function serve(
+  mode: Mode,
+  reads: Uint8Array[],
+  writeSize?: number,
+): Promise<Buffer> {
+  const conn = new FakeConn(reads, writeSize);
   // deno-lint-ignore no-explicit-any
   const Connection = CONNECTIONS[mode] as any; // fixed-pool adds a worker id
   await new Connection(conn, OPTIONS, 1).serve();
@@ -131,6 +137,11 @@ for (const mode of MODE_NAMES) {
 
   test(`${mode}: framing: one byte per read`, async () => {
     const got = replies(await serve(mode, reads(INPUT, 1)));
+    assert.deepEqual(got, WANT);
+  });
+
+  test(`${mode}: framing: replies written 7 bytes at a time arrive whole`, async () => {
+    const got = replies(await serve(mode, reads(INPUT), 7));
     assert.deepEqual(got, WANT);
   });
 
