@@ -111,7 +111,7 @@ export class Connection {
   messages = 0;
   #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
   #lineBytes = 0; // bytes, with room to grow
-  #writing: Promise<void> = Promise.resolve(); // replies queue here
+  #writing: Promise<void> = Promise.resolve(); // the last write begun
   #endReason = "";
 
   constructor(
@@ -159,8 +159,9 @@ export class Connection {
   end(reason: string, why = reason) {
     if (this.#endReason) return;
     this.#endReason = reason;
-    this.#write(`ERROR ${why}\n`).then(() => this.conn.closeWrite())
-      .catch(() => this.#close());
+    const line = encoder.encode(`ERROR ${why}\n`);
+    this.#writing = this.#writing.then(() => this.#writeAll(line));
+    this.#writing.then(() => this.conn.closeWrite()).catch(() => this.#close());
     const closeWhenStuck = () => {
       if (Date.now() - this.lastProgress >= 1000) this.#close();
       else setTimeout(closeWhenStuck, 1000);
@@ -230,17 +231,20 @@ export class Connection {
     return stamp() + decoder.decode(bytes);
   }
 
-  // After the write before it; a write may take only part of the bytes.
-  // Only a partial write cuts: on Bun, the first cut of a new array copies it.
+  // Writes never overlap: serve() waits for each reply before it reads on,
+  // and end() writes its line after the write in flight.
   #write(text: string): Promise<void> {
-    let bytes = encoder.encode(text);
-    return this.#writing = this.#writing.then(async () => {
-      while (bytes.length) {
-        const written = await this.conn.write(bytes);
-        bytes = written < bytes.length ? bytes.subarray(written) : EMPTY;
-        this.lastProgress = Date.now();
-      }
-    });
+    return this.#writing = this.#writeAll(encoder.encode(text));
+  }
+
+  // A write may take only part of the bytes. Only a partial write cuts: on
+  // Bun, the first cut of a new array copies it.
+  async #writeAll(bytes: Uint8Array) {
+    while (bytes.length) {
+      const written = await this.conn.write(bytes);
+      bytes = written < bytes.length ? bytes.subarray(written) : EMPTY;
+      this.lastProgress = Date.now();
+    }
   }
 
   #close() {

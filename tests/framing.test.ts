@@ -145,6 +145,23 @@ for (const mode of MODE_NAMES) {
     assert.deepEqual(got, WANT);
   });
 
+  test(`${mode}: framing: the ERROR line for a long line follows whole replies`, async () => {
+    // One read brings the replies and the line too long: the ERROR line
+    // must wait for the replies, which the socket takes 7 bytes at a time.
+    const conn = new FakeConn(
+      [Buffer.from(`one\ntwo\n${"x".repeat(20)}\n`)],
+      7,
+    );
+    // deno-lint-ignore no-explicit-any
+    const Connection = CONNECTIONS[mode] as any;
+    await new Connection(conn, { ...OPTIONS, maxLine: 10 }, 1).serve();
+    const output = Buffer.concat(conn.written);
+    const error = Buffer.from("ERROR line longer than 10 bytes\n");
+    assert.deepEqual(output.subarray(-error.length), error);
+    const got = replies(output.subarray(0, -error.length));
+    assert.deepEqual(got, [Buffer.from("one"), Buffer.from("two")]);
+  });
+
   test(`${mode}: framing: a byte-order mark comes back`, async () => {
     const bom = Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from("hello\n")]);
     const [reply] = replies(await serve(mode, [bom]));
