@@ -174,15 +174,17 @@ export class Connection {
   // doubles when full: a long line costs no more per byte than a short one,
   // in time or in memory, however the client cuts it.
   #answer(bytes: Uint8Array): Promise<void> {
-    if (this.options.framing === "raw") return this.#write(this.#reply(bytes));
-    let replies = "";
+    if (this.options.framing === "raw") {
+      return this.#write([this.#reply(bytes, EMPTY)]);
+    }
+    const replies: Uint8Array[] = [];
     let start = 0;
     for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
       const line = this.#takeLine(bytes.subarray(start, lf));
       const last = line[line.length - 1];
       if (this.#tooLong(line.length, last)) return this.#refuse(replies);
       const text = last === CR ? line.subarray(0, -1) : line;
-      replies += this.#reply(text) + "\n";
+      replies.push(this.#reply(text));
       start = lf + 1;
     }
     if (start < bytes.length) { // a line whose \n is still to come
@@ -198,7 +200,7 @@ export class Connection {
     return bytes > this.options.maxLine + (lastByte === CR ? 1 : 0);
   }
 
-  #refuse(replies: string): Promise<void> {
+  #refuse(replies: Uint8Array[]): Promise<void> {
     const written = this.#write(replies);
     this.end("line too long", `line longer than ${this.options.maxLine} bytes`);
     return written;
@@ -225,16 +227,18 @@ export class Connection {
     return line;
   }
 
-  #reply(bytes: Uint8Array): string {
+  // The stamp, the text, then `end`.
+  #reply(text: Uint8Array, end = NEWLINE): Uint8Array {
     this.messages++;
     this.lastProgress = Date.now();
-    return stamp() + decoder.decode(bytes);
+    return concat([stamp(), utf8(text), end]);
   }
 
   // Writes never overlap: serve() waits for each reply before it reads on,
   // and end() writes its line after the write in flight.
-  #write(text: string): Promise<void> {
-    return this.#writing = this.#writeAll(encoder.encode(text));
+  #write(replies: Uint8Array[]): Promise<void> {
+    const bytes = replies.length === 1 ? replies[0] : concat(replies);
+    return this.#writing = this.#writeAll(bytes);
   }
 
   // A write may take only part of the bytes. Only a partial write cuts: on
@@ -275,12 +279,35 @@ function closeIdleConnections(idleTimeout: number) {
 }
 
 // ctime() counts whole seconds, so one formatting serves a second's replies.
-let stamped = { second: 0, text: "" };
-function stamp(): string {
+let stamped = { second: 0, bytes: EMPTY };
+function stamp(): Uint8Array {
   const second = Math.floor(Date.now() / 1000);
-  if (second === stamped.second) return stamped.text;
-  stamped = { second, text: `[${ctime(new Date(second * 1000))}] ` };
-  return stamped.text;
+  if (second === stamped.second) return stamped.bytes;
+  const text = `[${ctime(new Date(second * 1000))}] `;
+  stamped = { second, bytes: encoder.encode(text) };
+  return stamped.bytes;
+}
+
+// Text as valid UTF-8: ASCII (most lines) as it is; anything else through a
+// string, which turns invalid bytes into U+FFFD and keeps the rest.
+function utf8(text: Uint8Array): Uint8Array {
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] > 0x7f) return encoder.encode(decoder.decode(text));
+  }
+  return text;
+}
+
+// Pieces in one array: a reply, or the replies to one read, in one write.
+function concat(pieces: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const piece of pieces) length += piece.length;
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const piece of pieces) {
+    bytes.set(piece, at);
+    at += piece.length;
+  }
+  return bytes;
 }
 
 // C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
