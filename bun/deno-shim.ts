@@ -186,14 +186,15 @@ export class Conn {
   }
 
   // Bun's callbacks. Data goes straight to a waiting read(), and what it
-  // cannot take is held (a copy: Bun may reuse its buffer).
+  // cannot take is held, copied, so that nothing here depends on what Bun
+  // does with its chunk afterwards.
   onData(bytes: Uint8Array) {
     const reader = this.#reader;
     this.#reader = null;
     let taken = 0;
     if (reader) {
       taken = Math.min(bytes.length, reader.buffer.length);
-      const whole = taken === bytes.length; // a cut would copy `bytes` on Bun
+      const whole = taken === bytes.length; // on Bun, a cut may copy `bytes`
       reader.buffer.set(whole ? bytes : bytes.subarray(0, taken));
     }
     if (taken < bytes.length) {

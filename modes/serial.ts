@@ -152,17 +152,19 @@ export class Connection {
   // doubles when full: a long line costs no more per byte than a short one,
   // in time or in memory, however the client cuts it.
   #answer(bytes: Uint8Array): Promise<void> {
-    if (this.options.framing === "raw") {
-      return this.#write([this.#reply(bytes, EMPTY)]);
-    }
     const replies: Uint8Array[] = [];
+    if (this.options.framing === "raw") {
+      this.#reply(bytes, replies); // the read's own \n, if any, ends it
+      return this.#write(replies);
+    }
     let start = 0;
     for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
       const line = this.#takeLine(bytes.subarray(start, lf));
       const last = line[line.length - 1];
       if (this.#tooLong(line.length, last)) return this.#refuse(replies);
       const text = last === CR ? line.subarray(0, -1) : line;
-      replies.push(this.#reply(text));
+      this.#reply(text, replies);
+      replies.push(NEWLINE);
       start = lf + 1;
     }
     if (start < bytes.length) { // a line whose \n is still to come
@@ -205,22 +207,22 @@ export class Connection {
     return line;
   }
 
-  // The stamp, the text, then `end`.
-  #reply(text: Uint8Array, end = NEWLINE): Uint8Array {
+  // Adds the reply's pieces: the stamp, then the text.
+  #reply(text: Uint8Array, replies: Uint8Array[]) {
     this.messages++;
     this.lastProgress = Date.now();
-    return concat([stamp(), utf8(text), end]);
+    replies.push(stamp(), utf8(text));
   }
 
-  // Writes never overlap: serve() waits for each reply before it reads on,
-  // and end() writes its line after the write in flight.
+  // Writes never overlap: only serve() writes replies, one read's at a time
+  // (it waits for each before it reads on), and end() waits for the write in
+  // flight. The pieces are copied out before the next read reuses the buffer.
   #write(replies: Uint8Array[]): Promise<void> {
-    const bytes = replies.length === 1 ? replies[0] : concat(replies);
-    return this.#writing = this.#writeAll(bytes);
+    return this.#writing = this.#writeAll(concat(replies));
   }
 
   // A write may take only part of the bytes. Only a partial write cuts: on
-  // Bun, the first cut of a new array copies it.
+  // Bun, the first cut of a small new array moves it to a buffer of its own.
   async #writeAll(bytes: Uint8Array) {
     while (bytes.length) {
       const written = await this.conn.write(bytes);
@@ -273,7 +275,7 @@ function utf8(text: Uint8Array): Uint8Array {
   return text;
 }
 
-// Pieces in one array: a reply, or the replies to one read, in one write.
+// Pieces in one array: the replies to one read go out in one write.
 function concat(pieces: Uint8Array[]): Uint8Array {
   let length = 0;
   for (const piece of pieces) length += piece.length;

@@ -23,10 +23,12 @@ const READ_SIZE = 1024; // what one read of the handler can return at most
 // A Deno.Conn that returns `reads` one by one, then end of input, and keeps
 // every byte written to it. As a socket, it fills at most the buffer it is
 // given, and keeps the rest of a read for the next; a write takes at most
-// `writeSize` bytes, as a socket whose buffer is nearly full.
+// `writeSize` bytes, as a socket whose buffer is nearly full, and fails after
+// closeWrite() or close(), which it notes in `ends`.
 class FakeConn {
   readonly remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
   readonly written: Buffer[] = [];
+  readonly ends: string[] = [];
   constructor(readonly reads: Uint8Array[], readonly writeSize = Infinity) {}
   read(buffer: Uint8Array): Promise<number | null> {
     const next = this.reads.shift();
@@ -38,14 +40,20 @@ class FakeConn {
     return Promise.resolve(Math.min(next.length, buffer.length));
   }
   write(bytes: Uint8Array): Promise<number> {
+    if (this.ends.length) {
+      return Promise.reject(new Error(`write after ${this.ends}`));
+    }
     const taken = bytes.subarray(0, this.writeSize);
     this.written.push(Buffer.from(taken));
     return Promise.resolve(taken.length);
   }
   closeWrite(): Promise<void> {
+    this.ends.push("closeWrite");
     return Promise.resolve();
   }
-  close() {}
+  close() {
+    this.ends.push("close");
+  }
 }
 
 const OPTIONS = {
@@ -145,22 +153,24 @@ for (const mode of MODE_NAMES) {
     assert.deepEqual(got, WANT);
   });
 
-  test(`${mode}: framing: the ERROR line for a long line follows whole replies`, async () => {
-    // One read brings the replies and the line too long: the ERROR line
-    // must wait for the replies, which the socket takes 7 bytes at a time.
-    const conn = new FakeConn(
-      [Buffer.from(`one\ntwo\n${"x".repeat(20)}\n`)],
-      7,
-    );
-    // deno-lint-ignore no-explicit-any
-    const Connection = CONNECTIONS[mode] as any;
-    await new Connection(conn, { ...OPTIONS, maxLine: 10 }, 1).serve();
-    const output = Buffer.concat(conn.written);
-    const error = Buffer.from("ERROR line longer than 10 bytes\n");
-    assert.deepEqual(output.subarray(-error.length), error);
-    const got = replies(output.subarray(0, -error.length));
-    assert.deepEqual(got, [Buffer.from("one"), Buffer.from("two")]);
-  });
+  // One read brings two lines and one too long, with or without its \n
+  // yet: the ERROR line must wait for the replies, which the socket takes 7
+  // bytes at a time, and come whole before the FIN, then the close.
+  for (const end of ["\n", ""]) {
+    test(`${mode}: framing: the ERROR line follows whole replies, then FIN (${JSON.stringify(end)})`, async () => {
+      const read = Buffer.from(`one\ntwo\n${"x".repeat(20)}${end}`);
+      const conn = new FakeConn([read], 7);
+      // deno-lint-ignore no-explicit-any
+      const Connection = CONNECTIONS[mode] as any;
+      await new Connection(conn, { ...OPTIONS, maxLine: 10 }, 1).serve();
+      const output = Buffer.concat(conn.written);
+      const error = Buffer.from("ERROR line longer than 10 bytes\n");
+      assert.deepEqual(output.subarray(-error.length), error);
+      const got = replies(output.subarray(0, -error.length));
+      assert.deepEqual(got, [Buffer.from("one"), Buffer.from("two")]);
+      assert.deepEqual(conn.ends, ["closeWrite", "close"]);
+    });
+  }
 
   test(`${mode}: framing: a byte-order mark comes back`, async () => {
     const bom = Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from("hello\n")]);
