@@ -24,12 +24,18 @@ const READ_SIZE = 1024; // what one read of the handler can return at most
 // every byte written to it. As a socket, it fills at most the buffer it is
 // given, and keeps the rest of a read for the next; a write takes at most
 // `writeSize` bytes, as a socket whose buffer is nearly full, and fails after
-// closeWrite() or close(), which it notes in `ends`.
+// closeWrite() or close(), which it notes in `ends`. With `late`, a write
+// takes its bytes only when it completes, a turn later, as Deno's write does
+// when the kernel's buffer is full: the array must not change until then.
 class FakeConn {
   readonly remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
   readonly written: Buffer[] = [];
   readonly ends: string[] = [];
-  constructor(readonly reads: Uint8Array[], readonly writeSize = Infinity) {}
+  constructor(
+    readonly reads: Uint8Array[],
+    readonly writeSize = Infinity,
+    readonly late = false,
+  ) {}
   read(buffer: Uint8Array): Promise<number | null> {
     const next = this.reads.shift();
     if (!next) return Promise.resolve(null);
@@ -43,9 +49,13 @@ class FakeConn {
     if (this.ends.length) {
       return Promise.reject(new Error(`write after ${this.ends}`));
     }
-    const taken = bytes.subarray(0, this.writeSize);
-    this.written.push(Buffer.from(taken));
-    return Promise.resolve(taken.length);
+    const take = () => {
+      const taken = bytes.subarray(0, this.writeSize);
+      this.written.push(Buffer.from(taken));
+      return taken.length;
+    };
+    if (!this.late) return Promise.resolve(take());
+    return new Promise((resolve) => setTimeout(() => resolve(take())));
   }
   closeWrite(): Promise<void> {
     this.ends.push("closeWrite");
@@ -68,8 +78,9 @@ async function serve(
   mode: Mode,
   reads: Uint8Array[],
   writeSize?: number,
+  late?: boolean,
 ): Promise<Buffer> {
-  const conn = new FakeConn(reads, writeSize);
+  const conn = new FakeConn(reads, writeSize, late);
   // deno-lint-ignore no-explicit-any
   const Connection = CONNECTIONS[mode] as any; // fixed-pool adds a worker id
   await new Connection(conn, OPTIONS, 1).serve();
@@ -127,9 +138,11 @@ const INPUT = Buffer.concat([
 
 // The invalid line comes back as two replacement characters; all else as sent.
 const REPLACED = Buffer.from("\ufffd\ufffd");
-const WANT = expected(INPUT).map((line) =>
-  line.equals(Buffer.from([0xff, 0xc3])) ? REPLACED : line
-);
+const wanted = (input: Buffer) =>
+  expected(input).map((line) =>
+    line.equals(Buffer.from([0xff, 0xc3])) ? REPLACED : line
+  );
+const WANT = wanted(INPUT);
 
 for (const mode of MODE_NAMES) {
   test(`${mode}: framing: the input split in two at every byte`, async () => {
@@ -151,6 +164,15 @@ for (const mode of MODE_NAMES) {
   test(`${mode}: framing: replies written 7 bytes at a time arrive whole`, async () => {
     const got = replies(await serve(mode, reads(INPUT), 7));
     assert.deepEqual(got, WANT);
+  });
+
+  // Each read's replies go out in one array that the next read's replies
+  // reuse; a reply longer than 4 KiB gets an array of its own.
+  test(`${mode}: framing: replies taken late, 100 bytes at a time, arrive whole`, async () => {
+    const long = "\n" + "x".repeat(5000) + "\nend\n";
+    const input = Buffer.concat([INPUT, Buffer.from(long)]);
+    const got = replies(await serve(mode, reads(input, 100), 100, true));
+    assert.deepEqual(got, wanted(input));
   });
 
   // One read brings two lines and one too long, with or without its \n
