@@ -428,8 +428,8 @@ export class Connection {
   // One read's replies in one array, for one write, reused for the next
   // read's: on Deno, a new array costs about a microsecond, a tenth of what a
   // whole reply costs. Safe because writes never overlap (see #write), and
-  // end() writes an array of its own. Replies longer than REPLY_BUFFER_MAX get an
-  // array used once: a long line does not hold its memory afterwards.
+  // end() writes an array of its own. Replies longer than REPLY_BUFFER_MAX
+  // get an array used once: a long line does not hold its memory afterwards.
   #join(pieces: Uint8Array[]): Uint8Array {
     let length = 0;
     for (const piece of pieces) length += piece.length;
