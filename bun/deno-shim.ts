@@ -15,6 +15,8 @@
  *   clients wait in the kernel's listen queue, as under Deno, and --backlog
  *   limits that queue. Bun has neither a backlog option nor a way to pause a
  *   listener, so this takes a few C calls through bun:ffi (see `libc`).
+ *   It is paused, too, while no descriptor is free, and accept() fails as in
+ *   Deno: Bun would retry a failing accept(2) at once, and spin.
  * - A connection's input goes straight to a waiting read(); what no read()
  *   waits for is held here, and past 64 KiB the socket is paused, so that a
  *   client that sends without reading is held up in the kernel's buffers,
@@ -281,6 +283,9 @@ type ListenOptions = {
   reusePort?: boolean;
 };
 const NOT_CONNECTED = "Transport endpoint is not connected (os error 107)";
+const TOO_MANY_FILES = "Too many open files (os error 24)";
+// How often a listener that Bun accepts on checks that a descriptor is free.
+const ROOM_CHECK_MS = 10;
 type Taker = { resolve(conn: Conn): void; reject(err: Error): void };
 
 class Listener {
@@ -290,6 +295,7 @@ class Listener {
   #idle = -1; // while paused, the copy to give Bun when it resumes
   #backlog?: number;
   #options: object;
+  #roomCheck?: ReturnType<typeof setInterval>; // while Bun accepts
   #ready: Conn[] = []; // accepted by Bun, not yet by accept()
   #taker: Taker | null = null; // the accept() waiting for a client
   #closed = false;
@@ -331,6 +337,7 @@ class Listener {
   close() {
     if (this.#closed) throw new errors.BadResource("Listener has been closed");
     this.#closed = true;
+    clearInterval(this.#roomCheck);
     this.#bun?.stop();
     for (const fd of [this.#idle, this.#spare]) if (fd >= 0) libc!.close(fd);
     for (const conn of this.#ready.splice(0)) conn.close();
@@ -360,6 +367,7 @@ class Listener {
   // the listener holds two descriptors.
   #pause() {
     if (!this.#bun || this.#spare < 0) return;
+    clearInterval(this.#roomCheck);
     this.#bun.stop();
     this.#bun = null;
     this.#idle = libc!.dup(this.#spare);
@@ -371,14 +379,28 @@ class Listener {
   #resume() {
     if (this.#bun) return;
     if (this.#idle < 0) this.#idle = libc!.dup(this.#spare);
-    const room = libc!.dup(this.#spare);
-    if (room >= 0) libc!.close(room);
-    if (room < 0 || this.#idle < 0) {
-      throw new Error("Too many open files (os error 24)");
-    }
+    if (!this.#hasRoom() || this.#idle < 0) throw new Error(TOO_MANY_FILES);
     this.#bun = Bun.listen({ ...this.#options, fd: this.#idle });
     this.#idle = -1;
     this.#setBacklog();
+    this.#roomCheck = setInterval(() => this.#checkRoom(), ROOM_CHECK_MS);
+  }
+
+  // The last free descriptor can go after #resume() checked: worker-pool's
+  // workers share the process's descriptors, and another thread's accept
+  // may take it. Bun would then spin: so while it accepts, look again now
+  // and then, and if none is left, stop and fail as above.
+  #checkRoom() {
+    if (this.#hasRoom()) return;
+    this.#pause();
+    this.#taker?.reject(new Error(TOO_MANY_FILES));
+    this.#taker = null;
+  }
+
+  #hasRoom(): boolean {
+    const room = libc!.dup(this.#spare);
+    if (room >= 0) libc!.close(room);
+    return room >= 0;
   }
 
   // Bun listens with a backlog of its own; listen(2) again sets ours.

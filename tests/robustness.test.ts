@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import {
   assertServes,
-  IS_BUN,
   MiB,
   MODE_NAMES,
   PATIENCE_MS,
@@ -120,12 +119,7 @@ for (
   ] as const
 ) {
   test(`${mode}: out of file descriptors: one log line, no spin, recovers`, {
-    skip: !existsSync("/proc/self/stat")
-      ? "reads CPU time from /proc"
-      // Bun retries a failing accept(2) at once, in C. The shim checks for a
-      // free descriptor first, but two workers share the process's
-      // descriptors, both can pass the check, and one then spins.
-      : IS_BUN && mode === "worker-pool" && "Bun spins: see the README",
+    skip: !existsSync("/proc/self/stat") && "reads CPU time from /proc",
   }, (t) =>
     withServer(mode, [...args], async (server) => {
       const clients: TestClient[] = [];
