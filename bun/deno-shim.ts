@@ -17,10 +17,11 @@
  *   listener, so this takes a few C calls through bun:ffi (see `libc`).
  *   It is paused, too, while no descriptor is free, and accept() fails as in
  *   Deno: Bun would retry a failing accept(2) at once, and spin.
- * - A connection's input goes straight to a waiting read(); what no read()
- *   waits for is held here, and past 64 KiB the socket is paused, so that a
- *   client that sends without reading is held up in the kernel's buffers,
- *   not in this process (backpressure, as in Deno).
+ * - A connection's input goes straight to a waiting read() (resolved once
+ *   Bun has handed over all the input at hand); what no read() waits for is
+ *   held here, and past 64 KiB the socket is paused, so that a client that
+ *   sends without reading is held up in the kernel's buffers, not in this
+ *   process (backpressure, as in Deno).
  * - Bun does not buffer writes: write() returns what the kernel took, and when
  *   it took nothing, waits for Bun's drain callback. Backpressure, as in Deno.
  */
@@ -126,6 +127,18 @@ type Reader = {
   reject(err: Error): void;
 };
 
+// Reads that Bun's data completed are resolved together, once Bun has called
+// back for every event at hand. Bun runs the microtasks after each callback,
+// and at once per read, that costs about as much as the rest of the reply.
+const completed: [Reader, number][] = [];
+function completeRead(reader: Reader, n: number) {
+  if (!completed.length) setImmediate(resolveCompleted);
+  completed.push([reader, n]);
+}
+function resolveCompleted() {
+  for (const [reader, n] of completed.splice(0)) reader.resolve(n);
+}
+
 export class Conn {
   readonly remoteAddr: NetAddr;
   readonly localAddr: NetAddr;
@@ -207,7 +220,7 @@ export class Conn {
         this.#socket.pause();
       }
     }
-    reader?.resolve(taken);
+    if (reader) completeRead(reader, taken);
   }
 
   onEnd() {

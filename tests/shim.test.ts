@@ -87,3 +87,26 @@ test("shim: unread input past 64 KiB pauses the socket, reading resumes it", {
   assert.equal(await conn.read(new Uint8Array(1)), 1); // below 16 KiB
   assert.deepEqual(calls, ["pause", "resume"]);
 });
+
+// Bun calls back once per socket with input, then runs the microtasks: the
+// reads its data completed are resolved together, after all those callbacks,
+// so that the microtasks run once for all of them.
+test("shim: reads completed in one turn resolve together, data before end", {
+  skip,
+}, async () => {
+  const first = new Conn(fakeSocket(() => 0));
+  const second = new Conn(fakeSocket(() => 0));
+  const buffers = [new Uint8Array(4), new Uint8Array(4)];
+  const resolved: (number | null)[] = [];
+  const reads = [first.read(buffers[0]), second.read(buffers[1])]
+    .map((read) => read.then((n) => (resolved.push(n), n)));
+  first.onData(new Uint8Array([104, 105]));
+  await Promise.resolve(); // the microtasks Bun runs after this callback
+  assert.deepEqual(resolved, [], "resolved before Bun's other callbacks");
+  second.onData(new Uint8Array([111, 107, 33]));
+  second.onEnd(); // in the same turn: the data still comes first
+  assert.deepEqual(await Promise.all(reads), [2, 3]);
+  assert.deepEqual([...buffers[0].subarray(0, 2)], [104, 105]);
+  assert.deepEqual([...buffers[1].subarray(0, 3)], [111, 107, 33]);
+  assert.equal(await second.read(buffers[1]), null);
+});
