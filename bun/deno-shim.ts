@@ -297,7 +297,8 @@ type ListenOptions = {
 };
 const NOT_CONNECTED = "Transport endpoint is not connected (os error 107)";
 const TOO_MANY_FILES = "Too many open files (os error 24)";
-// How often a listener that Bun accepts on checks that a descriptor is free.
+// How often a worker's listener that Bun accepts on checks that a descriptor
+// is free (see #checkRoom).
 const ROOM_CHECK_MS = 10;
 type Taker = { resolve(conn: Conn): void; reject(err: Error): void };
 
@@ -396,13 +397,16 @@ class Listener {
     this.#bun = Bun.listen({ ...this.#options, fd: this.#idle });
     this.#idle = -1;
     this.#setBacklog();
-    this.#roomCheck = setInterval(() => this.#checkRoom(), ROOM_CHECK_MS);
+    if (!isMainThread) {
+      this.#roomCheck = setInterval(() => this.#checkRoom(), ROOM_CHECK_MS);
+    }
   }
 
-  // The last free descriptor can go after #resume() checked: worker-pool's
-  // workers share the process's descriptors, and another thread's accept
-  // may take it. Bun would then spin: so while it accepts, look again now
-  // and then, and if none is left, stop and fail as above.
+  // In a worker, the last free descriptor can go after #resume() checked:
+  // worker-pool's workers share the process's descriptors, and another
+  // one's accept may take it. Bun would then spin: so while it accepts, look
+  // again now and then, and if none is left, stop and fail as above. (One
+  // thread alone takes no descriptor between the check and Bun's accept.)
   #checkRoom() {
     if (this.#hasRoom()) return;
     this.#pause();
