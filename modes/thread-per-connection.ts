@@ -217,7 +217,7 @@ export class Connection {
   #reply(text: Uint8Array, replies: Uint8Array[]) {
     this.messages++;
     this.lastProgress = Date.now();
-    replies.push(stamp(), utf8(text));
+    replies.push(stamp(this.lastProgress), utf8(text));
   }
 
   // Writes never overlap: only serve() writes replies, one read's at a time
@@ -289,8 +289,8 @@ function closeIdleConnections(idleTimeout: number) {
 
 // ctime() counts whole seconds, so one formatting serves a second's replies.
 let stamped = { second: 0, bytes: EMPTY };
-function stamp(): Uint8Array {
-  const second = Math.floor(Date.now() / 1000);
+function stamp(now: number): Uint8Array {
+  const second = Math.floor(now / 1000);
   if (second === stamped.second) return stamped.bytes;
   const text = `[${ctime(new Date(second * 1000))}] `;
   stamped = { second, bytes: encoder.encode(text) };
