@@ -73,6 +73,13 @@ const OPTIONS = {
   quiet: true,
 };
 
+// Serves `conn` with `mode`'s handler.
+function serveOn(mode: Mode, conn: FakeConn, options = OPTIONS): Promise<void> {
+  // deno-lint-ignore no-explicit-any
+  const Connection = CONNECTIONS[mode] as any; // fixed-pool adds a worker id
+  return new Connection(conn, options, 1).serve();
+}
+
 // Serves `reads` with `mode`'s handler; returns what it wrote.
 async function serve(
   mode: Mode,
@@ -81,9 +88,7 @@ async function serve(
   late?: boolean,
 ): Promise<Buffer> {
   const conn = new FakeConn(reads, writeSize, late);
-  // deno-lint-ignore no-explicit-any
-  const Connection = CONNECTIONS[mode] as any; // fixed-pool adds a worker id
-  await new Connection(conn, OPTIONS, 1).serve();
+  await serveOn(mode, conn);
   return Buffer.concat(conn.written);
 }
 
@@ -183,9 +188,7 @@ for (const mode of MODE_NAMES) {
     test(`${mode}: framing: the ERROR line follows whole replies, then FIN (${JSON.stringify(end)})`, async () => {
       const read = Buffer.from(`one\ntwo\n${"x".repeat(20)}${end}`);
       const conn = new FakeConn([read], 7);
-      // deno-lint-ignore no-explicit-any
-      const Connection = CONNECTIONS[mode] as any;
-      await new Connection(conn, { ...OPTIONS, maxLine: 10 }, 1).serve();
+      await serveOn(mode, conn, { ...OPTIONS, maxLine: 10 });
       const output = Buffer.concat(conn.written);
       const error = Buffer.from("ERROR line longer than 10 bytes\n");
       assert.deepEqual(output.subarray(-error.length), error);
@@ -232,12 +235,8 @@ for (const mode of MODE_NAMES) {
     line[LONG] = 10;
     const conn = new FakeConn(reads(line));
     conn.write = (bytes: Uint8Array) => Promise.resolve(bytes.length);
-    // deno-lint-ignore no-explicit-any
-    const Connection = CONNECTIONS[mode] as any;
     const options = { ...OPTIONS, maxLine: LONG };
-    const copied = await bytesCopied(() =>
-      new Connection(conn, options, 1).serve()
-    );
+    const copied = await bytesCopied(() => serveOn(mode, conn, options));
     // Copying the unfinished line on each 1 KiB read would be 256 times
     // 128 KiB on average, 32 MiB; growing a buffer by doubling, about 3 x.
     assert.ok(copied < 8 * LONG, `${copied} bytes copied for ${LONG}`);
