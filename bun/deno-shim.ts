@@ -452,6 +452,17 @@ async function listenDatagram(options: { hostname: string; port: number }) {
   }
 }
 
+// Deno.stdout.write resolves once the bytes are written, without holding up
+// the event loop while stdout is full (a log reader that stopped reading):
+// process.stdout.write calls back when the kernel has taken them.
+const stdout = {
+  write: (bytes: Uint8Array) =>
+    new Promise<number>((written, failed) => {
+      process.stdout.write(bytes, (err) =>
+        err ? failed(err) : written(bytes.length));
+    }),
+};
+
 // Bun runs bunfig.toml's preload in the main thread only: workers get this
 // file from here.
 class Worker extends globalThis.Worker {
@@ -471,6 +482,7 @@ if (!("Deno" in globalThis)) {
       addSignalListener: (signal: string, handler: () => void) =>
         process.on(signal, handler),
       exit: (code?: number) => process.exit(code),
+      stdout,
       // worker-pool holds a UDP socket as a lock on its port, and takes this
       // function as the sign of Deno's --unstable-net (Bun needs no flag).
       // Bun's socket comes as a promise: worker-pool awaits it.

@@ -31,7 +31,7 @@ async function main() {
   stopOnSignals(listener, options.grace);
   closeIdleConnections(options.idleTimeout);
   const { port } = listener.addr as Deno.NetAddr;
-  console.log(`${MODE} listening on ${options.host}:${port}`);
+  log(`${MODE} listening on ${address(options.host, port)}`);
   await acceptLoop(listener, options);
 }
 
@@ -51,16 +51,16 @@ async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
     } catch (err) {
       if (server.stopSignal) return null;
       if (clientGaveUp(err)) continue;
-      if (Date.now() - troubleLoggedAt > 10_000) {
-        troubleLoggedAt = Date.now();
-        console.log(`accept failing, retrying: ${(err as Error).message}`);
+      if (performance.now() - troubleLoggedAt > 10_000) {
+        troubleLoggedAt = performance.now();
+        log(`accept failing, retrying: ${(err as Error).message}`);
       }
       await new Promise((retry) => setTimeout(retry, 100));
     }
   }
 }
 
-let troubleLoggedAt = 0;
+let troubleLoggedAt = -Infinity;
 
 function clientGaveUp(err: unknown): boolean {
   const { ConnectionAborted, ConnectionReset, NotConnected } = Deno.errors;
@@ -93,8 +93,8 @@ const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 export class Connection {
   readonly id = ++server.connections;
-  readonly opened = Date.now();
-  lastProgress = Date.now(); // a whole line in, or reply bytes out
+  readonly opened = performance.now();
+  lastProgress = performance.now(); // a whole line in, or reply bytes out
   messages = 0;
   #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
   #lineBytes = 0; // bytes, with room to grow
@@ -129,7 +129,7 @@ export class Connection {
     this.#close();
     open.delete(this);
     server.messages += this.messages;
-    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
+    const time = ((performance.now() - this.opened) / 1000).toFixed(1);
     const carried = count(this.messages, "message");
     const why = this.#endReason && ` (${this.#endReason})`;
     this.#log(`closed after ${time} s, ${carried}${why}`);
@@ -147,7 +147,7 @@ export class Connection {
     this.#writing = this.#writing.then(() => this.#writeAll(line));
     this.#writing.then(() => this.conn.closeWrite()).catch(() => this.#close());
     const closeWhenStuck = () => {
-      if (Date.now() - this.lastProgress >= 1000) this.#close();
+      if (performance.now() - this.lastProgress >= 1000) this.#close();
       else setTimeout(closeWhenStuck, 1000);
     };
     setTimeout(closeWhenStuck, 1000);
@@ -216,8 +216,8 @@ export class Connection {
   // Adds the reply's pieces: the stamp, then the text.
   #reply(text: Uint8Array, replies: Uint8Array[]) {
     this.messages++;
-    this.lastProgress = Date.now();
-    replies.push(stamp(this.lastProgress), utf8(text));
+    this.lastProgress = performance.now();
+    replies.push(stamp(Date.now()), utf8(text));
   }
 
   // Writes never overlap: only serve() writes replies, one read's at a time
@@ -258,7 +258,7 @@ export class Connection {
     while (bytes.length) {
       const written = await this.conn.write(bytes);
       bytes = written < bytes.length ? bytes.subarray(written) : EMPTY;
-      this.lastProgress = Date.now();
+      this.lastProgress = performance.now();
     }
   }
 
@@ -272,7 +272,7 @@ export class Connection {
   #log(event: string) {
     if (this.options.quiet) return;
     const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
-    console.log(`#${this.id} ${hostname}:${port} ${event}`);
+    log(`#${this.id} ${address(hostname, port)} ${event}`);
   }
 }
 
@@ -280,7 +280,7 @@ export class Connection {
 function closeIdleConnections(idleTimeout: number) {
   if (idleTimeout === 0) return;
   setInterval(() => {
-    const stale = Date.now() - idleTimeout * 1000;
+    const stale = performance.now() - idleTimeout * 1000;
     for (const connection of open.keys()) {
       if (connection.lastProgress < stale) connection.end("idle timeout");
     }
@@ -314,6 +314,45 @@ export function ctime(date: Date): string {
 
 const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 
+// -- The log. Lines are written in the background, in order, so that a log
+// reader who stops reading (`deno task conn | less`, left unscrolled) cannot
+// stop the server: while stdout is full, up to 1,000 lines wait, and any more
+// are dropped and counted, as busy servers do rather than stop serving.
+const logQueue: string[] = [];
+let logDropped = 0;
+let logWriting: Promise<void> | undefined;
+
+function log(line: string) {
+  if (logQueue.length < 1000) logQueue.push(line);
+  else logDropped++;
+  logWriting ??= writeLog();
+}
+
+async function writeLog() {
+  while (logQueue.length) {
+    const lines = logQueue.splice(0);
+    if (logDropped) lines.push(`(${count(logDropped, "log line")} dropped)`);
+    logDropped = 0;
+    let bytes = encoder.encode(lines.join("\n") + "\n");
+    try {
+      while (bytes.length) {
+        bytes = bytes.subarray(await Deno.stdout.write(bytes));
+      }
+    } catch { /* stdout was closed: nobody will read these lines */ }
+  }
+  logWriting = undefined;
+}
+
+// The log written, or a second gone by if nobody reads it.
+function logWritten(): Promise<unknown> {
+  const aSecond = new Promise((over) => setTimeout(over, 1000));
+  return Promise.race([logWriting, aSecond]);
+}
+
+// An address as host:port, with an IPv6 host in brackets: [::1]:8080.
+const address = (host: string, port: number) =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+
 // -- Shutdown. The first signal stops accepting (clients in the backlog are
 // dropped), gives open connections --grace seconds, then ends the rest. A
 // second signal exits at once. One Ctrl+C can come twice (from the terminal,
@@ -327,18 +366,21 @@ function stopOnSignals(listener: Deno.Listener, grace: number) {
 async function stop(signal: string, listener: Deno.Listener, grace: number) {
   const { stopSignal, stopAt } = server;
   if (stopSignal) {
-    if (signal !== stopSignal || Date.now() - stopAt > 100) Deno.exit(130);
+    if (signal !== stopSignal || performance.now() - stopAt > 100) {
+      Deno.exit(signal === "SIGTERM" ? 143 : 130);
+    }
     return;
   }
-  Object.assign(server, { stopSignal: signal, stopAt: Date.now() });
+  Object.assign(server, { stopSignal: signal, stopAt: performance.now() });
   listener.close();
-  console.log(`stopping: ${open.size} open, waiting up to ${grace} s`);
+  log(`stopping: ${open.size} open, waiting up to ${grace} s`);
   const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
   await Promise.race([Promise.all(open.values()), graceOver]);
   for (const connection of open.keys()) connection.end("server shutting down");
   await Promise.all(open.values());
   const total = count(server.connections, "connection");
-  console.log(`stopped: ${total}, ${count(server.messages, "message")}`);
+  log(`stopped: ${total}, ${count(server.messages, "message")}`);
+  await logWritten();
   Deno.exit(0);
 }
 
@@ -431,7 +473,7 @@ function listen({ host, port, backlog }: Options): Deno.Listener {
     const why = err instanceof Deno.errors.AddrInUse
       ? "is already in use"
       : `cannot be listened on: ${(err as Error).message}`;
-    console.error(`error: ${host}:${port} ${why}`);
+    console.error(`error: ${address(host, port)} ${why}`);
     Deno.exit(1);
   }
 }

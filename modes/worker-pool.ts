@@ -23,11 +23,11 @@ async function main() {
   const options = parseCommandLine();
   requireWorkerPermissions();
   const port = await claimPort(options);
-  const workers = await startWorkers(options, port);
+  await startWorkers(options, port);
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => stop(signal, workers, options.grace));
+    Deno.addSignalListener(signal, () => stop(signal));
   }
-  console.log(`${MODE} listening on ${options.host}:${port}`);
+  log(`${MODE} listening on ${address(options.host, port)}`);
 }
 
 // ---- And in each worker: its own listener on the shared port (the kernel
@@ -40,25 +40,24 @@ async function acceptLoop(listener: Deno.Listener, options: Options) {
   }
 }
 
-function startWorkers(options: Options, port: number): Promise<Worker[]> {
+function startWorkers(options: Options, port: number) {
   const shared = {
     connectionCounter: new SharedArrayBuffer(4), // one numbering for all
     acceptTrouble: new SharedArrayBuffer(8), // one log line for all
   };
   return Promise.all(Array.from({ length: options.workers }, (_, i) => {
     const url = new URL("?worker", import.meta.url); // this file, as a worker
-    const worker = new Worker(url, { type: "module" });
-    worker.postMessage({ options, port, id: i + 1, ...shared });
-    worker.onerror = (event) => fail(`worker ${i + 1}: ${event.message}`);
-    return new Promise<Worker>((ready) => {
-      worker.onmessage = ({ data }) =>
-        data.failed ? fail(data.failed) : ready(worker);
-    });
+    const thread = new Worker(url, { type: "module" });
+    const worker = new PoolWorker(thread, i + 1, options.grace);
+    worker.thread.postMessage({ options, port, id: i + 1, ...shared });
+    pool.push(worker);
+    return worker.listening;
   }));
 }
 
 function startWorker(data: WorkerStart) {
   const { options, port, id, connectionCounter, acceptTrouble } = data;
+  reportCrashes();
   Object.assign(worker, {
     id,
     connectionCounter: new Int32Array(connectionCounter),
@@ -106,12 +105,70 @@ const mainThread = self as unknown as {
   close(): void;
 };
 
+// A worker in the main thread: its messages, and its end. A worker that
+// throws has lost its own connections, but the others still serve theirs:
+// they drain as on a signal, and the server exits 1 (on Bun the worker is
+// gone; on Deno it drains too).
+type Report = { connections: number; messages: number };
+const pool: PoolWorker[] = [];
+let exitCode = 0;
+class PoolWorker {
+  listening: Promise<void>;
+  report: Promise<Report>;
+  ready = false;
+  gone = false;
+
+  constructor(readonly thread: Worker, readonly id: number, grace: number) {
+    let started = () => {}, reported = (_: Report) => {};
+    this.listening = new Promise((resolve) => started = resolve);
+    this.report = new Promise((resolve) => reported = resolve);
+    thread.onmessage = ({ data }) => {
+      if (data.failed) fail(data.failed); // it could not listen
+      else if (data.listening) {
+        this.ready = true;
+        started();
+      } else if (data.crashed) this.#crashed(data.crashed);
+      else if (data.closedListener) logStopping(grace);
+      else reported(data);
+    };
+    thread.onerror = (event) => { // the worker has ended (on Bun)
+      event.preventDefault();
+      this.gone = true;
+      const lines = event.message.split("\n"); // Bun's shows the code
+      const error = lines.find((line) => line.startsWith("error: "));
+      this.#crashed(error?.slice(7) ?? lines[0]);
+      reported({ connections: 0, messages: 0 });
+    };
+  }
+
+  #crashed(error: string) {
+    if (!this.ready) fail(`worker ${this.id}: ${error}`);
+    if (exitCode) return; // said once
+    exitCode = 1;
+    console.error(`error: worker ${this.id} failed: ${error}`);
+    stop("a worker failed");
+  }
+}
+
+// In a worker: an exception nobody caught is reported to the main thread,
+// not printed with its stack by the runtime.
+function reportCrashes() {
+  for (const type of ["error", "unhandledrejection"]) {
+    addEventListener(type, (event) => {
+      event.preventDefault();
+      const { error, reason } = event as ErrorEvent & PromiseRejectionEvent;
+      mainThread.postMessage({ crashed: `${error ?? reason}` });
+    });
+  }
+}
+
 // True for the one worker that may log accept trouble now: at most one line
 // per 10 s for all workers together, since they share the descriptors.
+// Milliseconds since the epoch, but on the monotonic clock.
 function claimTroubleLog(): boolean {
   const loggedAt = worker.acceptTroubleLoggedAt;
   const last = Atomics.load(loggedAt, 0);
-  const now = BigInt(Date.now());
+  const now = BigInt(Math.round(performance.timeOrigin + performance.now()));
   if (now - last <= 10_000n) return false;
   return Atomics.compareExchange(loggedAt, 0, last, now) === last;
 }
@@ -120,34 +177,31 @@ function claimTroubleLog(): boolean {
 // seconds, ends the rest and reports; then one summary for all. A second
 // signal exits at once. One Ctrl+C can come twice (from the terminal, and
 // forwarded by `deno task`): the same signal within 100 ms is one press.
-async function stop(signal: string, workers: Worker[], grace: number) {
+async function stop(signal: string) {
   const { stopSignal, stopAt } = server;
   if (stopSignal) {
-    if (signal !== stopSignal || Date.now() - stopAt > 100) Deno.exit(130);
+    if (signal !== stopSignal || performance.now() - stopAt > 100) {
+      Deno.exit(signal === "SIGTERM" ? 143 : 130);
+    }
     return;
   }
-  Object.assign(server, { stopSignal: signal, stopAt: Date.now() });
-  let notAccepting = 0; // "stopping" once no worker accepts any more
-  const reports = await Promise.all(
-    workers.map((worker) =>
-      new Promise<typeof server>((stopped) => {
-        worker.onmessage = ({ data }) => {
-          if (!data.closedListener) return stopped(data);
-          if (++notAccepting < workers.length) return;
-          const waiting = `waiting up to ${grace} s`;
-          console.log(`stopping: ${workers.length} workers, ${waiting}`);
-        };
-        worker.postMessage("stop");
-      })
-    ),
-  );
+  Object.assign(server, { stopSignal: signal, stopAt: performance.now() });
+  for (const worker of pool) worker.thread.postMessage("stop");
+  const reports = await Promise.all(pool.map((worker) => worker.report));
   const total = (key: "connections" | "messages") =>
     reports.reduce((sum, report) => sum + report[key], 0);
   const connections = count(total("connections"), "connection");
-  console.log(
-    `stopped: ${connections}, ${count(total("messages"), "message")}`,
-  );
-  Deno.exit(0);
+  log(`stopped: ${connections}, ${count(total("messages"), "message")}`);
+  await logWritten();
+  Deno.exit(exitCode);
+}
+
+// "stopping" once no worker accepts any more.
+let notAccepting = 0;
+function logStopping(grace: number) {
+  const workers = pool.filter((worker) => !worker.gone).length;
+  if (++notAccepting !== workers) return;
+  log(`stopping: ${count(workers, "worker")}, waiting up to ${grace} s`);
 }
 
 // In a worker, on "stop": as the other modes do on a signal.
@@ -159,6 +213,7 @@ async function stopServing(listener: Deno.Listener, grace: number) {
   await Promise.race([Promise.all(open.values()), graceOver]);
   for (const connection of open.keys()) connection.end("server shutting down");
   await Promise.all(open.values());
+  await logWritten(); // before the summary, which the main thread writes
   mainThread.postMessage(server);
   mainThread.close();
 }
@@ -203,9 +258,10 @@ function freePort({ host, port }: Options): number {
     return (probe.addr as Deno.NetAddr).port;
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${host}:${port} is already in use`);
+      fail(`${address(host, port)} is already in use`);
     }
-    fail(`${host}:${port} cannot be listened on: ${(err as Error).message}`);
+    const why = (err as Error).message;
+    fail(`${address(host, port)} cannot be listened on: ${why}`);
   }
 }
 
@@ -221,9 +277,9 @@ async function lockPort({ host }: Options, port: number) {
     await Deno.listenDatagram({ transport: "udp", hostname: host, port });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${host}:${port} is already in use`);
+      fail(`${address(host, port)} is already in use`);
     }
-    fail(`cannot lock ${host}:${port}: ${(err as Error).message}`);
+    fail(`cannot lock ${address(host, port)}: ${(err as Error).message}`);
   }
 }
 
@@ -250,7 +306,7 @@ async function accept(listener: Deno.Listener): Promise<Deno.Conn | null> {
       if (server.stopSignal) return null;
       if (clientGaveUp(err)) continue;
       if (claimTroubleLog()) { // one line for all workers: see there
-        console.log(`accept failing, retrying: ${(err as Error).message}`);
+        log(`accept failing, retrying: ${(err as Error).message}`);
       }
       await new Promise((retry) => setTimeout(retry, 100));
     }
@@ -288,8 +344,8 @@ const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 export class Connection {
   readonly id = Atomics.add(worker.connectionCounter, 0, 1) + 1; // see there
-  readonly opened = Date.now();
-  lastProgress = Date.now(); // a whole line in, or reply bytes out
+  readonly opened = performance.now();
+  lastProgress = performance.now(); // a whole line in, or reply bytes out
   messages = 0;
   #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
   #lineBytes = 0; // bytes, with room to grow
@@ -326,7 +382,7 @@ export class Connection {
     this.#close();
     open.delete(this);
     server.messages += this.messages;
-    const time = ((Date.now() - this.opened) / 1000).toFixed(1);
+    const time = ((performance.now() - this.opened) / 1000).toFixed(1);
     const carried = count(this.messages, "message");
     const why = this.#endReason && ` (${this.#endReason})`;
     this.#log(`closed after ${time} s, ${carried}${why}`);
@@ -344,7 +400,7 @@ export class Connection {
     this.#writing = this.#writing.then(() => this.#writeAll(line));
     this.#writing.then(() => this.conn.closeWrite()).catch(() => this.#close());
     const closeWhenStuck = () => {
-      if (Date.now() - this.lastProgress >= 1000) this.#close();
+      if (performance.now() - this.lastProgress >= 1000) this.#close();
       else setTimeout(closeWhenStuck, 1000);
     };
     setTimeout(closeWhenStuck, 1000);
@@ -413,8 +469,8 @@ export class Connection {
   // Adds the reply's pieces: the stamp, then the text.
   #reply(text: Uint8Array, replies: Uint8Array[]) {
     this.messages++;
-    this.lastProgress = Date.now();
-    replies.push(stamp(this.lastProgress), utf8(text));
+    this.lastProgress = performance.now();
+    replies.push(stamp(Date.now()), utf8(text));
   }
 
   // Writes never overlap: only serve() writes replies, one read's at a time
@@ -455,7 +511,7 @@ export class Connection {
     while (bytes.length) {
       const written = await this.conn.write(bytes);
       bytes = written < bytes.length ? bytes.subarray(written) : EMPTY;
-      this.lastProgress = Date.now();
+      this.lastProgress = performance.now();
     }
   }
 
@@ -469,7 +525,7 @@ export class Connection {
   #log(event: string) {
     if (this.options.quiet) return;
     const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
-    console.log(`#${this.id} ${hostname}:${port} worker ${worker.id} ${event}`);
+    log(`#${this.id} ${address(hostname, port)} worker ${worker.id} ${event}`);
   }
 }
 
@@ -477,7 +533,7 @@ export class Connection {
 function closeIdleConnections(idleTimeout: number) {
   if (idleTimeout === 0) return;
   setInterval(() => {
-    const stale = Date.now() - idleTimeout * 1000;
+    const stale = performance.now() - idleTimeout * 1000;
     for (const connection of open.keys()) {
       if (connection.lastProgress < stale) connection.end("idle timeout");
     }
@@ -510,6 +566,45 @@ export function ctime(date: Date): string {
 }
 
 const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
+// -- The log. Lines are written in the background, in order, so that a log
+// reader who stops reading (`deno task conn | less`, left unscrolled) cannot
+// stop the server: while stdout is full, up to 1,000 lines wait, and any more
+// are dropped and counted, as busy servers do rather than stop serving.
+const logQueue: string[] = [];
+let logDropped = 0;
+let logWriting: Promise<void> | undefined;
+
+function log(line: string) {
+  if (logQueue.length < 1000) logQueue.push(line);
+  else logDropped++;
+  logWriting ??= writeLog();
+}
+
+async function writeLog() {
+  while (logQueue.length) {
+    const lines = logQueue.splice(0);
+    if (logDropped) lines.push(`(${count(logDropped, "log line")} dropped)`);
+    logDropped = 0;
+    let bytes = encoder.encode(lines.join("\n") + "\n");
+    try {
+      while (bytes.length) {
+        bytes = bytes.subarray(await Deno.stdout.write(bytes));
+      }
+    } catch { /* stdout was closed: nobody will read these lines */ }
+  }
+  logWriting = undefined;
+}
+
+// The log written, or a second gone by if nobody reads it.
+function logWritten(): Promise<unknown> {
+  const aSecond = new Promise((over) => setTimeout(over, 1000));
+  return Promise.race([logWriting, aSecond]);
+}
+
+// An address as host:port, with an IPv6 host in brackets: [::1]:8080.
+const address = (host: string, port: number) =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 
 // -- The command line.
 const WORKERS = Math.min(navigator.hardwareConcurrency, 256); // a core each

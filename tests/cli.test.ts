@@ -3,6 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { once } from "node:events";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -141,6 +142,25 @@ for (const mode of MODE_NAMES) {
       assert.equal(second.code, 1);
     }));
 
+  test(`${mode}: an IPv6 address is written in brackets: [::1]:port`, () =>
+    withServer(mode, ["--host", "::1"], async (server) => {
+      const address = `[::1]:${server.port}`;
+      assert.equal(server.stdoutLines[0], `${mode} listening on ${address}`);
+      const socket = net.connect({ host: "::1", port: server.port });
+      try {
+        await once(socket, "connect");
+        const peer = `\\[::1\\]:${socket.localPort}`;
+        await server.waitForLine(
+          new RegExp(`^#1 ${peer} (worker \\d+ )?opened`),
+        );
+      } finally {
+        socket.destroy();
+      }
+      const again = ["--host", "::1", "--port", String(server.port)];
+      const second = await runScript(MODES[mode], again);
+      assert.equal(second.stderr, `error: ${address} is already in use\n`);
+    }));
+
   test(`${mode}: the first line names the mode and the real port`, () =>
     withServer(mode, [], async (server) => {
       assert.notEqual(server.port, 0);
@@ -218,18 +238,21 @@ for (const mode of MODE_NAMES) {
       await expectStopped(server, "stopped: 1 connection, 1 message");
     }));
 
-  test(`${mode}: a second signal exits at once with status 130`, () =>
-    withClient(mode, ["--grace", "30"], async (_client, server) => {
-      server.signal("SIGTERM");
-      await server.waitForLine(stopping);
-      // A second press comes later than the doubled Ctrl+C of the next test.
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      server.signal("SIGTERM");
-      assert.deepEqual(await server.exit(), { code: 130, signal: null });
-      assert.ok(
-        !server.stdoutLines.some((line) => line.startsWith("stopped:")),
-      );
-    }));
+  // 128 + the signal's number, as a shell reports a process it killed.
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    test(`${mode}: a second ${signal} exits at once with status ${code}`, () =>
+      withClient(mode, ["--grace", "30"], async (_client, server) => {
+        server.signal(signal);
+        await server.waitForLine(stopping);
+        // A second press comes later than the doubled Ctrl+C of the next test.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        server.signal(signal);
+        assert.deepEqual(await server.exit(), { code, signal: null });
+        assert.ok(
+          !server.stdoutLines.some((line) => line.startsWith("stopped:")),
+        );
+      }));
+  }
 
   // In a terminal, Ctrl+C reaches both `deno task` and the server, and the
   // task forwards it again: the server sees one press as two signals.

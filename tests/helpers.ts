@@ -38,15 +38,30 @@ const DENO_FLAGS: Record<string, string[]> = {
   "client/storm.ts": ["--allow-read"],
 };
 
-// The command line that runs a script under the runtime running the tests.
-export function scriptArgs(script: string, args: string[]): string[] {
-  if (IS_BUN) return [script, ...args];
-  return ["run", "--allow-net", ...DENO_FLAGS[script] ?? [], script, ...args];
+// The command line that runs a script under the runtime running the tests:
+// the file itself, or `file` in its place (a changed copy of it), after a
+// `preload` file if one is given (which may read the environment).
+export function scriptArgs(
+  script: string,
+  args: string[],
+  { file = script, preload }: { file?: string; preload?: string } = {},
+): string[] {
+  const first = preload ? ["--preload", preload] : [];
+  if (IS_BUN) return [...first, file, ...args];
+  if (preload) first.push("--allow-env");
+  const flags = ["--allow-net", ...DENO_FLAGS[script] ?? [], ...first];
+  return ["run", ...flags, file, ...args];
 }
 
 export type Exit = { code: number | null; signal: string | null };
-// How to start a server: extra environment, or a file-descriptor limit.
-type LaunchOptions = { env?: Record<string, string>; fdLimit?: number };
+// How to start a server: extra environment, a file-descriptor limit, a file
+// to preload, or a changed copy of the mode's file to run in its place.
+type LaunchOptions = {
+  env?: Record<string, string>;
+  fdLimit?: number;
+  preload?: string;
+  file?: string;
+};
 
 // A running script: its output as lines, and its exit.
 export class Child {
@@ -155,7 +170,7 @@ export class Server extends Child {
     const { env, fdLimit } = options;
     let command = [
       process.execPath,
-      ...scriptArgs(MODES[mode], ["--port", "0", ...args]),
+      ...scriptArgs(MODES[mode], ["--port", "0", ...args], options),
     ];
     if (fdLimit) {
       command = [

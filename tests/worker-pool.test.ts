@@ -4,11 +4,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import {
   Child,
   expectReply,
   IS_BUN,
   MODES,
+  ROOT,
   type Server,
   TestClient,
   unusedPort,
@@ -155,3 +159,55 @@ async function runScriptWithout(flag: string, script: string) {
   );
   return { code, stderr };
 }
+
+// A copy of worker-pool.ts whose workers throw, outside any connection, once
+// a client sends "crash": the bug a learner's change could bring.
+function crashingCopy(): string {
+  const dir = mkdtempSync(join(tmpdir(), "crash-"));
+  const file = join(dir, "worker-pool.ts");
+  const code = readFileSync(join(ROOT, MODES["worker-pool"]), "utf8");
+  const reply = "#reply(text: Uint8Array, replies: Uint8Array[]) {";
+  const bug = `if (decoder.decode(text) === "crash") {
+    setTimeout(() => { throw new Error("a bug"); });
+  }`;
+  assert.ok(code.includes(reply));
+  writeFileSync(file, code.replace(reply, `${reply}\n${bug}`));
+  return file;
+}
+
+test("worker-pool: a worker that throws: one line, the others drain, exit 1", async () => {
+  const file = crashingCopy();
+  try {
+    await withServer(
+      "worker-pool",
+      ["--workers", "2", "--grace", "1"],
+      async (server) => {
+        // Clients until both workers serve one (a 1 in 2^39 chance to fail).
+        const byWorker = new Map<string, TestClient>();
+        const clients = [];
+        while (byWorker.size < 2 && clients.length < 40) {
+          const client = await TestClient.connect(server.port);
+          clients.push(client);
+          byWorker.set(await workerOf(server, client), client);
+        }
+        try {
+          const [failing, other] = [byWorker.get("1")!, byWorker.get("2")!];
+          await failing.write("crash\n");
+          // The other worker's client is served through the grace, then told.
+          await other.write("still here\n");
+          await expectReply(other, "still here");
+          assert.equal(await other.nextLine(), "ERROR server shutting down");
+          assert.deepEqual(await server.exit(), { code: 1, signal: null });
+          assert.equal(server.stderr, "error: worker 1 failed: Error: a bug\n");
+          const summary = /^stopped: \d+ connections?, \d+ messages?$/;
+          assert.match(server.stdoutLines.at(-1)!, summary);
+        } finally {
+          for (const client of clients) client.close();
+        }
+      },
+      { file },
+    );
+  } finally {
+    rmSync(dirname(file), { recursive: true, force: true });
+  }
+});

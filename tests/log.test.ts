@@ -1,0 +1,85 @@
+// A log reader who stops reading (`deno task conn | less`, left unscrolled)
+// must not stop the server: it keeps serving, drops the lines it cannot
+// write and counts them, and still stops on a signal.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import {
+  Child,
+  expectReply,
+  MODE_NAMES,
+  MODES,
+  PATIENCE_MS,
+  ROOT,
+  scriptArgs,
+  TestClient,
+  unusedPort,
+} from "./helpers.ts";
+
+// Each client is two log lines (opened, closed): 4,000 clients write far more
+// than a pipe and the test's reading buffer hold.
+const CLIENTS = 4000;
+
+// A server whose stdout is a pipe that nobody reads, until `read()`.
+async function startUnread(mode: keyof typeof MODES) {
+  const port = await unusedPort();
+  const args = scriptArgs(MODES[mode], ["--port", String(port)]);
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  for (const deadline = Date.now() + PATIENCE_MS; Date.now() < deadline;) {
+    try {
+      (await TestClient.connect(port)).close(); // it is listening
+      return { port, child, exited, read: () => new Child(child) };
+    } catch {
+      await new Promise((retry) => setTimeout(retry, 50));
+    }
+  }
+  child.kill("SIGKILL");
+  throw new Error(`${mode} did not listen on ${port}`);
+}
+
+async function serveClients(port: number) {
+  for (let i = 0; i < CLIENTS; i++) {
+    const client = await TestClient.connect(port);
+    try {
+      await client.write("hi\n");
+      await expectReply(client, "hi");
+    } finally {
+      client.close();
+    }
+  }
+}
+
+for (const mode of MODE_NAMES) {
+  test(`${mode}: a log nobody reads: every client served, SIGTERM stops it`, async () => {
+    const { port, child, exited } = await startUnread(mode);
+    try {
+      await serveClients(port);
+      process.kill(child.pid!, "SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), PATIENCE_MS);
+      assert.equal(await exited, 0);
+      clearTimeout(timer);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+}
+
+test("thread-per-connection: the lines a stalled reader missed are counted", async () => {
+  const { port, child, read } = await startUnread("thread-per-connection");
+  try {
+    await serveClients(port);
+    const log = read(); // reading again
+    const dropped = await log.waitForLine(/^\(\d+ log lines dropped\)$/);
+    process.kill(child.pid!, "SIGTERM");
+    await log.waitForLine(/^stopped: 4001 connections, 4000 messages$/);
+    // Every line but those dropped came, the first client's (a probe) too.
+    const lines = log.stdoutLines.filter((line) => /^#\d+ /.test(line));
+    assert.equal(lines.length + parseInt(dropped.slice(1)), 2 * CLIENTS + 2);
+  } finally {
+    child.kill("SIGKILL");
+  }
+});
