@@ -9,7 +9,7 @@
  * Watch: run `deno task client` in three terminals: the log shows each land on
  *        s1, s2 or s3. `kill -9` one instance's pid: its clients see the
  *        connection close, the others carry on, new clients go to the other
- *        two. Ctrl+C stops everything.
+ *        two. Ctrl+C stops everything; so does a `kill -9` of this script.
  */
 import { parseArgs } from "node:util";
 import { joinNegativeValues } from "../client/client.ts";
@@ -142,6 +142,25 @@ async function forEachLine(
 
 const processes: Process[] = []; // every one started, to stop them all
 
+// A child outlives the script that started it unless something ends it, and
+// a script killed with `kill -9` (or by the out-of-memory killer) runs no more
+// code. So each child starts through these lines of sh, with a pipe from this
+// script as its stdin. The kernel closes a process's files however it ends:
+// once this script is gone, the pipe reads as ended, and a watcher waiting
+// for that kills the child's process group.
+const GUARD = [
+  "exec 3<&0 0</dev/null", // the pipe becomes fd 3; the child reads nothing
+  // The watcher is in the child's group: it ignores the signals this script
+  // sends that group for a graceful stop.
+  "trap '' TERM USR1",
+  // A subshell that ends at once starts it, so that it is no child of the
+  // command (HAProxy waits for all its children before exiting). Its output
+  // goes nowhere, so that the child's output ends when the child does.
+  "( { read -r _ <&3; kill -s KILL -- -$$; } >/dev/null 2>&1 & )",
+  "trap - TERM USR1", // the command stops on them, as usual
+  'exec "$@" 3<&-', // the command replaces the sh: same pid, same group
+].join("\n");
+
 // Each child runs in its own process group (detached), so that a Ctrl+C in
 // the terminal reaches only this script, which stops each the right way.
 function spawn(
@@ -151,10 +170,10 @@ function spawn(
   env = {},
   shown = (_stdoutLine: string) => true,
 ) {
-  const child = new Deno.Command(command, {
-    args,
+  const child = new Deno.Command("sh", {
+    args: ["-c", GUARD, "sh", command, ...args],
     env,
-    stdin: "null",
+    stdin: "piped", // never written: it ends when this script does
     stdout: "piped",
     stderr: "piped",
     detached: true,
