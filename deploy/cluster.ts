@@ -227,19 +227,32 @@ function reservePort(port: number): number {
   }
 }
 
-let stopping = 0; // when the first stop signal came
+let stopping = false;
+let firstSignalAt = -Infinity; // Date.now() at the first stop signal
 
-// On Ctrl+C, HAProxy stops taking clients (SIGUSR1: soft stop) while its
-// open sessions go on, and each instance gets SIGTERM: it finishes its
-// clients within --grace seconds. A second Ctrl+C (not the same one repeated
-// by `deno task`) or a stop taking too long kills everything at once.
-async function stop(exitCode: number) {
-  if (stopping) {
-    if (Date.now() - stopping < 500) return;
-    processes.forEach((p) => p.kill("SIGKILL"));
-    Deno.exit(130);
+// Ctrl+C gives a process SIGINT, `kill` SIGTERM, a closed terminal SIGHUP. A
+// process ended by one exits 128 + its number, as a shell reports it.
+const EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof EXIT_CODES;
+
+// The first signal stops everything gracefully. A second (not the same Ctrl+C
+// repeated by `deno task`, which comes within half a second) kills everything
+// at once.
+function onSignal(signal: StopSignal) {
+  if (!stopping) {
+    firstSignalAt = Date.now();
+    return stop(0);
   }
-  stopping = Date.now();
+  if (Date.now() - firstSignalAt < 500) return;
+  processes.forEach((p) => p.kill("SIGKILL"));
+  Deno.exit(EXIT_CODES[signal]);
+}
+
+// HAProxy stops taking clients (SIGUSR1: soft stop) while its open sessions
+// go on, and each instance gets SIGTERM: it finishes its clients within
+// --grace seconds. A stop taking too long kills everything.
+async function stop(exitCode: number) {
+  stopping = true;
   console.log("cluster: stopping");
   for (const p of processes) {
     p.kill(p.name === "haproxy" ? "SIGUSR1" : "SIGTERM");
@@ -275,8 +288,8 @@ if (import.meta.main) {
     console.log(USAGE);
     Deno.exit(0);
   }
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    Deno.addSignalListener(signal, () => stop(0));
+  for (const signal of Object.keys(EXIT_CODES) as StopSignal[]) {
+    Deno.addSignalListener(signal, () => onSignal(signal));
   }
   try {
     await main(options);

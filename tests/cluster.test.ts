@@ -294,6 +294,28 @@ test(
     }),
 );
 
+// A second signal, not the first repeated (that comes within half a second),
+// kills everything at once, and the script exits as a process ended by that
+// signal: 128 + its number.
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  test(
+    `cluster: a second ${signal} a second after the first kills every process and exits ${code}`,
+    { skip },
+    () =>
+      withCluster(async (cluster, connect) => {
+        // An open client makes the graceful stop last the 5 s grace.
+        await exchange(await connect(), "held open");
+        cluster.child.signal(signal);
+        await cluster.waitForLine(/^cluster: stopping$/);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        cluster.child.signal(signal);
+        assert.deepEqual(await cluster.child.exit(), { code, signal: null });
+        assert.ok(!cluster.child.stdoutLines.includes("cluster: stopped"));
+        assert.ok(await allGone(cluster), `running: ${cluster.leftovers()}`);
+      }),
+  );
+}
+
 // The script may be killed with no chance to stop anything: `kill -9`, or
 // the out-of-memory killer. Its children must then end by themselves.
 test(
