@@ -228,7 +228,7 @@ function reservePort(port: number): number {
 }
 
 let stopping = false;
-let firstSignalAt = -Infinity; // Date.now() at the first stop signal
+let firstSignalAt = -Infinity; // performance.now(): a clock step cannot move it
 
 // Ctrl+C gives a process SIGINT, `kill` SIGTERM, a closed terminal SIGHUP. A
 // process ended by one exits 128 + its number, as a shell reports it.
@@ -240,10 +240,10 @@ type StopSignal = keyof typeof EXIT_CODES;
 // at once.
 function onSignal(signal: StopSignal) {
   if (!stopping) {
-    firstSignalAt = Date.now();
+    firstSignalAt = performance.now();
     return stop(0);
   }
-  if (Date.now() - firstSignalAt < 500) return;
+  if (performance.now() - firstSignalAt < 500) return;
   processes.forEach((p) => p.kill("SIGKILL"));
   Deno.exit(EXIT_CODES[signal]);
 }

@@ -27,9 +27,12 @@ const skip = isBun
   : noHaproxy && "haproxy is not installed (apt-get install haproxy)";
 if (skip) console.log(`skipping the cluster tests: ${skip}`);
 
-function startCluster(env?: Record<string, string>): Child {
-  const args = ["run", "--allow-net", "--allow-run", CLUSTER, "--port", "0"];
-  return new Child(spawn(process.execPath, args, {
+function startCluster(
+  env?: Record<string, string>,
+  denoFlags: string[] = [],
+): Child {
+  const args = ["run", "--allow-net", "--allow-run", ...denoFlags, CLUSTER];
+  return new Child(spawn(process.execPath, [...args, "--port", "0"], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: env && { ...process.env, ...env },
@@ -118,8 +121,9 @@ async function allGone(cluster: Cluster): Promise<boolean> {
 // stops the cluster and all its processes, whatever happened.
 async function withCluster(
   body: (cluster: Cluster, connect: () => Promise<TestClient>) => Promise<void>,
+  denoFlags: string[] = [],
 ): Promise<void> {
-  const cluster = new Cluster(startCluster());
+  const cluster = new Cluster(startCluster(undefined, denoFlags));
   const clients: TestClient[] = [];
   const connect = async () => {
     const client = await TestClient.connect(cluster.port);
@@ -294,26 +298,37 @@ test(
     }),
 );
 
+// Loaded before the script: a wall clock stepped by `stepMs` at every
+// reading, as if NTP, a resumed VM or `date -s` moved it between two looks.
+function steppedClock(stepMs: number): string[] {
+  const code =
+    `const wall = Date.now; let n = 0; Date.now = () => wall() + ${stepMs} * ++n;`;
+  return ["--preload", `data:text/javascript,${encodeURIComponent(code)}`];
+}
+
 // A second signal, not the first repeated (that comes within half a second),
 // kills everything at once, and the script exits as a process ended by that
-// signal: 128 + its number.
+// signal: 128 + its number. A step of the wall clock changes nothing.
+const STEPS = { "back an hour": -3_600_000, "forward 400 s": 400_000 };
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-  test(
-    `cluster: a second ${signal} a second after the first kills every process and exits ${code}`,
-    { skip },
-    () =>
-      withCluster(async (cluster, connect) => {
-        // An open client makes the graceful stop last the 5 s grace.
-        await exchange(await connect(), "held open");
-        cluster.child.signal(signal);
-        await cluster.waitForLine(/^cluster: stopping$/);
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        cluster.child.signal(signal);
-        assert.deepEqual(await cluster.child.exit(), { code, signal: null });
-        assert.ok(!cluster.child.stdoutLines.includes("cluster: stopped"));
-        assert.ok(await allGone(cluster), `running: ${cluster.leftovers()}`);
-      }),
-  );
+  for (const [step, stepMs] of Object.entries(STEPS)) {
+    test(
+      `cluster: a second ${signal} a second after the first kills every process and exits ${code}, the wall clock stepping ${step} at every reading`,
+      { skip },
+      () =>
+        withCluster(async (cluster, connect) => {
+          // An open client makes the graceful stop last the 5 s grace.
+          await exchange(await connect(), "held open");
+          cluster.child.signal(signal);
+          await cluster.waitForLine(/^cluster: stopping$/);
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          cluster.child.signal(signal);
+          assert.deepEqual(await cluster.child.exit(), { code, signal: null });
+          assert.ok(!cluster.child.stdoutLines.includes("cluster: stopped"));
+          assert.ok(await allGone(cluster), `running: ${cluster.leftovers()}`);
+        }, steppedClock(stepMs)),
+    );
+  }
 }
 
 // The script may be killed with no chance to stop anything: `kill -9`, or
