@@ -142,20 +142,16 @@ async function forEachLine(
 
 const processes: Process[] = []; // every one started, to stop them all
 
-// A child outlives the script that started it unless something ends it, and
-// a script killed with `kill -9` (or by the out-of-memory killer) runs no more
-// code. So each child starts through these lines of sh, with a pipe from this
-// script as its stdin. The kernel closes a process's files however it ends:
-// once this script is gone, the pipe reads as ended, and a watcher waiting
-// for that kills the child's process group.
+// A child outlives the script that started it, and a script killed with
+// `kill -9` (or by the out-of-memory killer) runs no more code. So each child
+// starts through these lines of sh, its stdin a pipe from this script. The
+// kernel closes a dead process's files, so once this script is gone the pipe
+// reads as ended, and a watcher waiting for that kills the child's group.
 const GUARD = [
   "exec 3<&0 0</dev/null", // the pipe becomes fd 3; the child reads nothing
-  // The watcher is in the child's group: it ignores the signals this script
-  // sends that group for a graceful stop.
-  "trap '' TERM USR1",
-  // A subshell that ends at once starts it, so that it is no child of the
-  // command (HAProxy waits for all its children before exiting). Its output
-  // goes nowhere, so that the child's output ends when the child does.
+  "trap '' TERM USR1", // the watcher, in the group, ignores a graceful stop
+  // Started by a subshell that ends at once, it is no child of the command
+  // (HAProxy waits for its children), and it holds none of its output pipes.
   "( { read -r _ <&3; kill -s KILL -- -$$; } >/dev/null 2>&1 & )",
   "trap - TERM USR1", // the command stops on them, as usual
   'exec "$@" 3<&-', // the command replaces the sh: same pid, same group
@@ -235,9 +231,8 @@ let firstSignalAt = -Infinity; // performance.now(): a clock step cannot move it
 const EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
 type StopSignal = keyof typeof EXIT_CODES;
 
-// The first signal stops everything gracefully. A second (not the same Ctrl+C
-// repeated by `deno task`, which comes within half a second) kills everything
-// at once.
+// The first signal stops everything gracefully; a second kills everything at
+// once (one within half a second is the first, repeated by `deno task`).
 function onSignal(signal: StopSignal) {
   if (!stopping) {
     firstSignalAt = performance.now();
