@@ -9,7 +9,7 @@
  * Watch: run `deno task client` in three terminals: the log shows each land on
  *        s1, s2 or s3. `kill -9` one instance's pid: its clients see the
  *        connection close, the others carry on, new clients go to the other
- *        two. Ctrl+C stops everything.
+ *        two. Ctrl+C stops everything; so does a `kill -9` of this script.
  */
 import { parseArgs } from "node:util";
 import { joinNegativeValues } from "../client/client.ts";
@@ -142,6 +142,21 @@ async function forEachLine(
 
 const processes: Process[] = []; // every one started, to stop them all
 
+// A child outlives the script that started it, and a script killed with
+// `kill -9` (or by the out-of-memory killer) runs no more code. So each child
+// starts through these lines of sh, its stdin a pipe from this script. The
+// kernel closes a dead process's files, so once this script is gone the pipe
+// reads as ended, and a watcher waiting for that kills the child's group.
+const GUARD = [
+  "exec 3<&0 0</dev/null", // the pipe becomes fd 3; the child reads nothing
+  "trap '' TERM USR1", // the watcher, in the group, ignores a graceful stop
+  // Started by a subshell that ends at once, it is no child of the command
+  // (HAProxy waits for its children), and it holds none of its output pipes.
+  "( { read -r _ <&3; kill -s KILL -- -$$; } >/dev/null 2>&1 & )",
+  "trap - TERM USR1", // the command stops on them, as usual
+  'exec "$@" 3<&-', // the command replaces the sh: same pid, same group
+].join("\n");
+
 // Each child runs in its own process group (detached), so that a Ctrl+C in
 // the terminal reaches only this script, which stops each the right way.
 function spawn(
@@ -151,10 +166,10 @@ function spawn(
   env = {},
   shown = (_stdoutLine: string) => true,
 ) {
-  const child = new Deno.Command(command, {
-    args,
+  const child = new Deno.Command("sh", {
+    args: ["-c", GUARD, "sh", command, ...args],
     env,
-    stdin: "null",
+    stdin: "piped", // never written: it ends when this script does
     stdout: "piped",
     stderr: "piped",
     detached: true,
@@ -208,19 +223,31 @@ function reservePort(port: number): number {
   }
 }
 
-let stopping = 0; // when the first stop signal came
+let stopping = false;
+let firstSignalAt = -Infinity; // performance.now(): a clock step cannot move it
 
-// On Ctrl+C, HAProxy stops taking clients (SIGUSR1: soft stop) while its
-// open sessions go on, and each instance gets SIGTERM: it finishes its
-// clients within --grace seconds. A second Ctrl+C (not the same one repeated
-// by `deno task`) or a stop taking too long kills everything at once.
-async function stop(exitCode: number) {
-  if (stopping) {
-    if (Date.now() - stopping < 500) return;
-    processes.forEach((p) => p.kill("SIGKILL"));
-    Deno.exit(130);
+// Ctrl+C gives a process SIGINT, `kill` SIGTERM, a closed terminal SIGHUP. A
+// process ended by one exits 128 + its number, as a shell reports it.
+const EXIT_CODES = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof EXIT_CODES;
+
+// The first signal stops everything gracefully; a second kills everything at
+// once (one within half a second is the first, repeated by `deno task`).
+function onSignal(signal: StopSignal) {
+  if (!stopping) {
+    firstSignalAt = performance.now();
+    return stop(0);
   }
-  stopping = Date.now();
+  if (performance.now() - firstSignalAt < 500) return;
+  processes.forEach((p) => p.kill("SIGKILL"));
+  Deno.exit(EXIT_CODES[signal]);
+}
+
+// HAProxy stops taking clients (SIGUSR1: soft stop) while its open sessions
+// go on, and each instance gets SIGTERM: it finishes its clients within
+// --grace seconds. A stop taking too long kills everything.
+async function stop(exitCode: number) {
+  stopping = true;
   console.log("cluster: stopping");
   for (const p of processes) {
     p.kill(p.name === "haproxy" ? "SIGUSR1" : "SIGTERM");
@@ -256,8 +283,8 @@ if (import.meta.main) {
     console.log(USAGE);
     Deno.exit(0);
   }
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    Deno.addSignalListener(signal, () => stop(0));
+  for (const signal of Object.keys(EXIT_CODES) as StopSignal[]) {
+    Deno.addSignalListener(signal, () => onSignal(signal));
   }
   try {
     await main(options);

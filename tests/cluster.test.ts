@@ -6,7 +6,15 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import net from "node:net";
 import process from "node:process";
-import { Child, expectReply, isAlive, ROOT, TestClient } from "./helpers.ts";
+import { readFileSync } from "node:fs";
+import {
+  Child,
+  expectReply,
+  isAlive,
+  PATIENCE_MS,
+  ROOT,
+  TestClient,
+} from "./helpers.ts";
 
 const CLUSTER = "deploy/cluster.ts";
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
@@ -19,9 +27,12 @@ const skip = isBun
   : noHaproxy && "haproxy is not installed (apt-get install haproxy)";
 if (skip) console.log(`skipping the cluster tests: ${skip}`);
 
-function startCluster(env?: Record<string, string>): Child {
-  const args = ["run", "--allow-net", "--allow-run", CLUSTER, "--port", "0"];
-  return new Child(spawn(process.execPath, args, {
+function startCluster(
+  env?: Record<string, string>,
+  denoFlags: string[] = [],
+): Child {
+  const args = ["run", "--allow-net", "--allow-run", ...denoFlags, CLUSTER];
+  return new Child(spawn(process.execPath, [...args, "--port", "0"], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
     env: env && { ...process.env, ...env },
@@ -72,16 +83,47 @@ class Cluster {
       const worker = /New worker \((\d+)\) forked/.exec(line);
       if (worker) pids.push(Number(worker[1]));
     }
-    return pids.filter(isAlive);
+    return pids.filter(isRunning);
   }
+
+  // The port each instance printed that it listens on.
+  instancePorts(): number[] {
+    return this.child.stdoutLines
+      .map((line) => /^s\d +\| .* listening on .*:(\d+)$/.exec(line))
+      .filter((match) => match !== null)
+      .map((match) => Number(match[1]));
+  }
+}
+
+// A process killed after its parent died stays a zombie until the system's
+// first process collects it (in some containers, never): it runs no code and
+// holds no socket, but a signal 0 still finds it. Linux shows it in /proc.
+function isRunning(pid: number): boolean {
+  if (!isAlive(pid)) return false;
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1];
+    return !state.startsWith("Z");
+  } catch {
+    return true; // no /proc (macOS): there, zombies are collected at once
+  }
+}
+
+// Checks every 50 ms, for up to PATIENCE_MS, that no process is left.
+async function allGone(cluster: Cluster): Promise<boolean> {
+  const deadline = performance.now() + PATIENCE_MS;
+  while (cluster.leftovers().length && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return cluster.leftovers().length === 0;
 }
 
 // Starts the cluster, runs `body`, then closes every client it opened and
 // stops the cluster and all its processes, whatever happened.
 async function withCluster(
   body: (cluster: Cluster, connect: () => Promise<TestClient>) => Promise<void>,
+  denoFlags: string[] = [],
 ): Promise<void> {
-  const cluster = new Cluster(startCluster());
+  const cluster = new Cluster(startCluster(undefined, denoFlags));
   const clients: TestClient[] = [];
   const connect = async () => {
     const client = await TestClient.connect(cluster.port);
@@ -123,8 +165,8 @@ class Talker {
   }
 
   async #talk() {
-    const deadline = Date.now() + 120_000;
-    while (this.sent < this.#last && Date.now() < deadline) {
+    const deadline = performance.now() + 120_000;
+    while (this.sent < this.#last && performance.now() < deadline) {
       await exchange(this.client, `${this.name} line ${this.sent}`);
       this.sent++;
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -252,6 +294,63 @@ test(
         assert.doesNotMatch(output, /hard-stop/, output);
       } finally {
         client.close();
+      }
+    }),
+);
+
+// Loaded before the script: a wall clock stepped by `stepMs` at every
+// reading, as if NTP, a resumed VM or `date -s` moved it between two looks.
+function steppedClock(stepMs: number): string[] {
+  const code =
+    `const wall = Date.now; let n = 0; Date.now = () => wall() + ${stepMs} * ++n;`;
+  return ["--preload", `data:text/javascript,${encodeURIComponent(code)}`];
+}
+
+// A second signal, not the first repeated (that comes within half a second),
+// kills everything at once, and the script exits as a process ended by that
+// signal: 128 + its number. A step of the wall clock changes nothing.
+const STEPS = { "back an hour": -3_600_000, "forward 400 s": 400_000 };
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  for (const [step, stepMs] of Object.entries(STEPS)) {
+    test(
+      `cluster: a second ${signal} a second after the first kills every process and exits ${code}, the wall clock stepping ${step} at every reading`,
+      { skip },
+      () =>
+        withCluster(async (cluster, connect) => {
+          // An open client makes the graceful stop last the 5 s grace.
+          await exchange(await connect(), "held open");
+          cluster.child.signal(signal);
+          await cluster.waitForLine(/^cluster: stopping$/);
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          cluster.child.signal(signal);
+          assert.deepEqual(await cluster.child.exit(), { code, signal: null });
+          assert.ok(!cluster.child.stdoutLines.includes("cluster: stopped"));
+          assert.ok(await allGone(cluster), `running: ${cluster.leftovers()}`);
+        }, steppedClock(stepMs)),
+    );
+  }
+}
+
+// The script may be killed with no chance to stop anything: `kill -9`, or
+// the out-of-memory killer. Its children must then end by themselves.
+test(
+  "cluster: killed with SIGKILL, it takes HAProxy and the three instances with it, and their ports refuse connections",
+  { skip },
+  () =>
+    withCluster(async (cluster, connect) => {
+      await exchange(await connect(), "before the kill");
+      const ports = [cluster.port, ...cluster.instancePorts()];
+      assert.equal(ports.length, 4, cluster.child.output());
+      // s1, s2, s3, and HAProxy's master and worker
+      assert.equal(cluster.leftovers().length, 5, cluster.child.output());
+
+      process.kill(cluster.child.pid, "SIGKILL");
+      assert.equal((await cluster.child.exit()).signal, "SIGKILL");
+      assert.ok(await allGone(cluster), `running: ${cluster.leftovers()}`);
+      for (const port of ports) {
+        await assert.rejects(TestClient.connect(port), {
+          code: "ECONNREFUSED",
+        });
       }
     }),
 );
