@@ -73,11 +73,18 @@ const OPTIONS = {
   quiet: true,
 };
 
-// Serves `conn` with `mode`'s handler.
-function serveOn(mode: Mode, conn: FakeConn, options = OPTIONS): Promise<void> {
+// `mode`'s handler for `conn`, not yet serving.
+function handler(mode: Mode, conn: FakeConn, options = OPTIONS) {
   // deno-lint-ignore no-explicit-any
   const Connection = CONNECTIONS[mode] as any; // fixed-pool adds a worker id
-  return new Connection(conn, options, 1).serve();
+  return new Connection(conn, options, 1) as InstanceType<
+    typeof SerialConnection
+  >;
+}
+
+// Serves `conn` with `mode`'s handler.
+function serveOn(mode: Mode, conn: FakeConn, options = OPTIONS): Promise<void> {
+  return handler(mode, conn, options).serve();
 }
 
 // Serves `reads` with `mode`'s handler; returns what it wrote.
@@ -197,6 +204,28 @@ for (const mode of MODE_NAMES) {
       assert.deepEqual(conn.ends, ["closeWrite", "close"]);
     });
   }
+
+  // The idle rule counts reply bytes the socket takes as progress, so a
+  // slow reader of a long reply is not idle while it reads. Here a 5,000-
+  // byte line's reply goes out 1,000 bytes at a time, each piece taken 5 ms
+  // after it was offered: at each write, the connection's last progress
+  // must be later than at the one before, not still when the reply was made.
+  test(`${mode}: framing: each piece of a reply the socket takes is progress`, async () => {
+    const conn = new FakeConn([Buffer.from("x".repeat(5000) + "\n")], 1000);
+    const connection = handler(mode, conn);
+    const progress: number[] = [];
+    const write = conn.write.bind(conn);
+    conn.write = async (bytes: Uint8Array) => {
+      progress.push(connection.lastProgress);
+      await new Promise((taken) => setTimeout(taken, 5));
+      return write(bytes);
+    };
+    await connection.serve();
+    assert.equal(progress.length, 6, "5,028 bytes, 1,000 at a time");
+    for (let i = 1; i < progress.length; i++) {
+      assert.ok(progress[i] > progress[i - 1], `no progress after piece ${i}`);
+    }
+  });
 
   test(`${mode}: framing: a byte-order mark comes back`, async () => {
     const bom = Buffer.from([0xef, 0xbb, 0xbf, ...Buffer.from("hello\n")]);

@@ -161,22 +161,26 @@ const CTIMES = {
   "worker-pool": workerPoolCtime,
 } satisfies Record<Mode, (date: Date) => string>;
 
-test("ctime formats fixed dates in every mode file", () => {
-  for (const mode of MODE_NAMES) {
-    const ctime = CTIMES[mode];
-    // A one-digit day is padded with a space, as C and Python print it.
-    assert.equal(
-      ctime(new Date(2026, 10, 8, 6, 5, 4)),
-      "Sun Nov  8 06:05:04 2026",
-      mode,
-    );
-    assert.equal(
-      ctime(new Date(2026, 10, 28, 23, 59, 59)),
-      "Sat Nov 28 23:59:59 2026",
-      mode,
-    );
-  }
-});
+// What Python's time.ctime() prints for these local times. A one-digit day
+// is padded with a space, as C and Python print it; a two-digit day is
+// printed as it is, its 0 included (10, 20, 30).
+const FIXED_DATES: [Date, string][] = [
+  [new Date(2026, 0, 1, 0, 0, 0), "Thu Jan  1 00:00:00 2026"],
+  [new Date(2026, 10, 8, 6, 5, 4), "Sun Nov  8 06:05:04 2026"],
+  [new Date(2026, 8, 9, 9, 9, 9), "Wed Sep  9 09:09:09 2026"],
+  [new Date(2026, 9, 10, 10, 10, 10), "Sat Oct 10 10:10:10 2026"],
+  [new Date(2026, 11, 20, 20, 20, 20), "Sun Dec 20 20:20:20 2026"],
+  [new Date(2026, 10, 28, 23, 59, 59), "Sat Nov 28 23:59:59 2026"],
+  [new Date(2026, 3, 30, 13, 30, 30), "Thu Apr 30 13:30:30 2026"],
+];
+
+for (const mode of MODE_NAMES) {
+  test(`${mode}: ctime formats fixed dates`, () => {
+    for (const [date, printed] of FIXED_DATES) {
+      assert.equal(CTIMES[mode](date), printed);
+    }
+  });
+}
 
 const ZONE = "Asia/Kathmandu"; // UTC+05:45, no daylight saving
 

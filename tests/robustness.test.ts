@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import {
   assertServes,
+  expectReply,
   MiB,
   MODE_NAMES,
   PATIENCE_MS,
@@ -91,6 +92,19 @@ for (const mode of MODE_NAMES) {
       assert.equal(await client.nextLine(), "ERROR idle timeout");
       assert.equal(await client.rest(), "", "then closes");
       await server.waitForLine(/^#1 .* closed .*\(idle timeout\)$/);
+    }));
+
+  // 0 means never: the idle timer, which checks every second, must leave a
+  // client that says nothing for 3 s alone, and serve its next line.
+  test(`${mode}: --idle-timeout 0 never closes a silent client`, () =>
+    withClient(mode, ["--idle-timeout", "0"], async (client, server) => {
+      await client.write("before\n");
+      await expectReply(client, "before");
+      assert.ok(await client.silentFor(3000), "the server spoke unasked");
+      await client.write("after\n");
+      await expectReply(client, "after");
+      const closed = server.stdoutLines.filter((line) => / closed /.test(line));
+      assert.deepEqual(closed, []);
     }));
 
   // Without the timeout, a client that sends but never reads would pin its

@@ -52,6 +52,32 @@ test("worker-pool: connections land on more than one worker", () =>
     }
   }));
 
+// --workers N starts N workers, not one a core. Counts other than this
+// machine's 2 cores (1 and 3), so that one a core would show: the kernel
+// spreads 30 connections over the listeners by a hash of their addresses,
+// so every worker from 1 to N serves one (3 workers, one of them left out:
+// a 1 in 60,000 chance) and no other worker appears; and the main thread
+// says how many it stops.
+for (const count of [1, 3]) {
+  test(`worker-pool --workers ${count}: as many workers serve, not one a core`, () =>
+    withServer("worker-pool", ["--workers", `${count}`], async (server) => {
+      const clients = await connectMany(server, 30);
+      try {
+        const workers = new Set<string>();
+        for (const client of clients) {
+          workers.add(await workerOf(server, client));
+        }
+        const oneToCount = Array.from({ length: count }, (_, i) => `${i + 1}`);
+        assert.deepEqual([...workers].sort(), oneToCount);
+      } finally {
+        for (const client of clients) client.close();
+      }
+      server.signal("SIGTERM");
+      const stopping = await server.waitForLine(/^stopping: /);
+      assert.match(stopping, new RegExp(`^stopping: ${count} workers?,`));
+    }));
+}
+
 test("worker-pool: connections are numbered across the process, not per worker", () =>
   withServer("worker-pool", ["--workers", "2"], async (server) => {
     const clients = await connectMany(server, 20);
