@@ -35,6 +35,14 @@ async function main() {
   await acceptLoop(listener, options);
 }
 
+// ---- What the server does with each line: the tutorial's timestamped echo.
+// Change it to make the server your own. It gets one line as text, without
+// its "\n", and what it returns is sent back with a "\n" (raw framing: a
+// whole read in, the reply as it is).
+export function respond(line: string): string {
+  return `[${now()}] ${line}`;
+}
+
 // ---- The rest is the same in every mode file, but for the flags a mode adds.
 
 // -- Accepting. A client that gave up while it waited in the backlog (it
@@ -74,8 +82,9 @@ function clientGaveUp(err: unknown): boolean {
 const server = { connections: 0, messages: 0, stopSignal: "", stopAt: 0 };
 const open = new Map<Connection, Promise<void>>(); // each with its end
 
-function serve(conn: Deno.Conn, options: Options): Promise<void> {
-  const connection = new Connection(conn, options);
+function serve(conn: Deno.Conn, options: Options, worker = 0) {
+  server.connections++;
+  const connection = new Connection(conn, options, worker);
   const done = connection.serve();
   open.set(connection, done);
   return done;
@@ -92,17 +101,21 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 export class Connection {
-  readonly id = ++server.connections;
+  readonly id = server.connections;
   readonly opened = performance.now();
   lastProgress = performance.now(); // a whole line in, or reply bytes out
   messages = 0;
   #line = EMPTY; // a line whose \n is still to come: its first #lineBytes
   #lineBytes = 0; // bytes, with room to grow
   #writing: Promise<void> = Promise.resolve(); // the last write begun
-  #replyBuffer = EMPTY; // see #join
+  #replyBuffer = EMPTY; // see #encode
   #endReason = "";
 
-  constructor(readonly conn: Deno.Conn, readonly options: Options) {}
+  constructor(
+    readonly conn: Deno.Conn,
+    readonly options: Options,
+    readonly worker = 0, // the worker that serves it, in modes that have them
+  ) {}
 
   async serve() {
     this.#log("opened");
@@ -158,19 +171,16 @@ export class Connection {
   // doubles when full: a long line costs no more per byte than a short one,
   // in time or in memory, however the client cuts it.
   #answer(bytes: Uint8Array): Promise<void> {
-    const replies: Uint8Array[] = [];
     if (this.options.framing === "raw") {
-      this.#reply(bytes, replies); // the read's own \n, if any, ends it
-      return this.#write(replies);
+      return this.#write(this.#reply(bytes)); // its own \n, if any, ends it
     }
+    let replies = "";
     let start = 0;
     for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, start)) {
       const line = this.#takeLine(bytes.subarray(start, lf));
       const last = line[line.length - 1];
       if (this.#tooLong(line.length, last)) return this.#refuse(replies);
-      const text = last === CR ? line.subarray(0, -1) : line;
-      this.#reply(text, replies);
-      replies.push(NEWLINE);
+      replies += this.#reply(last === CR ? line.subarray(0, -1) : line) + "\n";
       start = lf + 1;
     }
     if (start < bytes.length) { // a line whose \n is still to come
@@ -186,7 +196,7 @@ export class Connection {
     return bytes > this.options.maxLine + (lastByte === CR ? 1 : 0);
   }
 
-  #refuse(replies: Uint8Array[]): Promise<void> {
+  #refuse(replies: string): Promise<void> {
     const written = this.#write(replies);
     this.end("line too long", `line longer than ${this.options.maxLine} bytes`);
     return written;
@@ -213,43 +223,35 @@ export class Connection {
     return line;
   }
 
-  // Adds the reply's pieces: the stamp, then the text.
-  #reply(text: Uint8Array, replies: Uint8Array[]) {
+  // One line's reply, from respond(): the line as text (invalid UTF-8 as
+  // U+FFFD, so respond() never sees a broken character).
+  #reply(line: Uint8Array): string {
     this.messages++;
     this.lastProgress = performance.now();
-    replies.push(stamp(Date.now()), utf8(text));
+    return respond(decoder.decode(line));
   }
 
   // Writes never overlap: only serve() writes replies, one read's at a time
   // (it waits for each before it reads on), and end() waits for the write in
-  // flight. The pieces are copied out before the next read reuses the read
-  // buffer.
-  #write(replies: Uint8Array[]): Promise<void> {
-    return this.#writing = this.#writeAll(this.#join(replies));
+  // flight.
+  #write(replies: string): Promise<void> {
+    return this.#writing = this.#writeAll(this.#encode(replies));
   }
 
-  // One read's replies in one array, for one write, reused for the next
-  // read's: on Deno, a new array costs about a microsecond, a tenth of what a
-  // whole reply costs. Safe because writes never overlap (see #write), and
-  // end() writes an array of its own. Replies longer than REPLY_BUFFER_MAX
-  // get an array used once: a long line does not hold its memory afterwards.
-  #join(pieces: Uint8Array[]): Uint8Array {
-    let length = 0;
-    for (const piece of pieces) length += piece.length;
-    let bytes = this.#replyBuffer;
-    if (length > REPLY_BUFFER_MAX) {
-      bytes = new Uint8Array(length);
-    } else if (length > bytes.length) {
-      const doubled = Math.max(length, 2 * bytes.length);
-      bytes = new Uint8Array(Math.min(doubled, REPLY_BUFFER_MAX));
-      this.#replyBuffer = bytes;
+  // One read's replies as UTF-8, in an array that the connection keeps for
+  // the next read's: no new array for each reply. Safe because writes never
+  // overlap (see #write). A reply too long for REPLY_BUFFER_MAX gets an array
+  // used once, so that a long line does not hold its memory afterwards.
+  #encode(text: string): Uint8Array {
+    let { read, written } = encoder.encodeInto(text, this.#replyBuffer);
+    if (read < text.length) {
+      const most = 3 * text.length; // bytes: UTF-8 takes up to 3 a character
+      if (most > REPLY_BUFFER_MAX) return encoder.encode(text);
+      const doubled = Math.max(most, 2 * this.#replyBuffer.length);
+      this.#replyBuffer = new Uint8Array(Math.min(doubled, REPLY_BUFFER_MAX));
+      ({ written } = encoder.encodeInto(text, this.#replyBuffer));
     }
-    let at = 0;
-    for (const piece of pieces) {
-      bytes.set(piece, at);
-      at += piece.length;
-    }
-    return length === bytes.length ? bytes : bytes.subarray(0, length);
+    return this.#replyBuffer.subarray(0, written);
   }
 
   // A write may take only part of the bytes. Only a partial write cuts: on
@@ -272,7 +274,8 @@ export class Connection {
   #log(event: string) {
     if (this.options.quiet) return;
     const { hostname, port } = this.conn.remoteAddr as Deno.NetAddr;
-    log(`#${this.id} ${address(hostname, port)} ${event}`);
+    const by = this.worker ? `worker ${this.worker} ` : "";
+    log(`#${this.id} ${address(hostname, port)} ${by}${event}`);
   }
 }
 
@@ -287,23 +290,14 @@ function closeIdleConnections(idleTimeout: number) {
   }, 1000);
 }
 
-// ctime() counts whole seconds, so one formatting serves a second's replies.
-let stamped = { second: 0, bytes: EMPTY };
-function stamp(now: number): Uint8Array {
-  const second = Math.floor(now / 1000);
-  if (second === stamped.second) return stamped.bytes;
-  const text = `[${ctime(new Date(second * 1000))}] `;
-  stamped = { second, bytes: encoder.encode(text) };
-  return stamped.bytes;
-}
-
-// Text as valid UTF-8: ASCII (most lines) as it is; anything else through a
-// string, which turns invalid bytes into U+FFFD and keeps the rest.
-function utf8(text: Uint8Array): Uint8Array {
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] > 0x7f) return encoder.encode(decoder.decode(text));
-  }
-  return text;
+// The time now, as ctime() writes it. It counts whole seconds, so one
+// formatting serves a whole second's replies.
+let clock = { second: -1, text: "" };
+function now(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second === clock.second) return clock.text;
+  clock = { second, text: ctime(new Date(second * 1000)) };
+  return clock.text;
 }
 
 // C ctime() in local time, as Python's time.ctime(): "Sun Nov  8 06:05:04 2026"
@@ -352,37 +346,6 @@ function logWritten(): Promise<unknown> {
 // An address as host:port, with an IPv6 host in brackets: [::1]:8080.
 const address = (host: string, port: number) =>
   host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-
-// -- Shutdown. The first signal stops accepting (clients in the backlog are
-// dropped), gives open connections --grace seconds, then ends the rest. A
-// second signal exits at once. One Ctrl+C can come twice (from the terminal,
-// and forwarded by `deno task`): the same signal within 100 ms is one press.
-function stopOnSignals(listener: Deno.Listener, grace: number) {
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => stop(signal, listener, grace));
-  }
-}
-
-async function stop(signal: string, listener: Deno.Listener, grace: number) {
-  const { stopSignal, stopAt } = server;
-  if (stopSignal) {
-    if (signal !== stopSignal || performance.now() - stopAt > 100) {
-      Deno.exit(signal === "SIGTERM" ? 143 : 130);
-    }
-    return;
-  }
-  Object.assign(server, { stopSignal: signal, stopAt: performance.now() });
-  listener.close();
-  log(`stopping: ${open.size} open, waiting up to ${grace} s`);
-  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
-  await Promise.race([Promise.all(open.values()), graceOver]);
-  for (const connection of open.keys()) connection.end("server shutting down");
-  await Promise.all(open.values());
-  const total = count(server.connections, "connection");
-  log(`stopped: ${total}, ${count(server.messages, "message")}`);
-  await logWritten();
-  Deno.exit(0);
-}
 
 // -- The command line.
 const USAGE = `usage: deno run --allow-net modes/${MODE}.ts [flags]
@@ -466,6 +429,9 @@ function joinNegativeValues(args: string[]): string[] {
   return joined;
 }
 
+// ---- Listening and stopping: the same in serial, fixed-pool and
+// thread-per-connection. worker-pool's threads do both their own way.
+
 function listen({ host, port, backlog }: Options): Deno.Listener {
   try {
     return Deno.listen({ hostname: host, port, tcpBacklog: backlog });
@@ -476,6 +442,37 @@ function listen({ host, port, backlog }: Options): Deno.Listener {
     console.error(`error: ${address(host, port)} ${why}`);
     Deno.exit(1);
   }
+}
+
+// -- Shutdown. The first signal stops accepting (clients in the backlog are
+// dropped), gives open connections --grace seconds, then ends the rest. A
+// second signal exits at once. One Ctrl+C can come twice (from the terminal,
+// and forwarded by `deno task`): the same signal within 100 ms is one press.
+function stopOnSignals(listener: Deno.Listener, grace: number) {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => stop(signal, listener, grace));
+  }
+}
+
+async function stop(signal: string, listener: Deno.Listener, grace: number) {
+  const { stopSignal, stopAt } = server;
+  if (stopSignal) {
+    if (signal !== stopSignal || performance.now() - stopAt > 100) {
+      Deno.exit(signal === "SIGTERM" ? 143 : 130);
+    }
+    return;
+  }
+  Object.assign(server, { stopSignal: signal, stopAt: performance.now() });
+  listener.close();
+  log(`stopping: ${open.size} open, waiting up to ${grace} s`);
+  const graceOver = new Promise((over) => setTimeout(over, grace * 1000));
+  await Promise.race([Promise.all(open.values()), graceOver]);
+  for (const connection of open.keys()) connection.end("server shutting down");
+  await Promise.all(open.values());
+  const total = count(server.connections, "connection");
+  log(`stopped: ${total}, ${count(server.messages, "message")}`);
+  await logWritten();
+  Deno.exit(0);
 }
 
 if (import.meta.main) await main();

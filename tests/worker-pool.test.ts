@@ -186,18 +186,18 @@ async function runScriptWithout(flag: string, script: string) {
   return { code, stderr };
 }
 
-// A copy of worker-pool.ts whose workers throw, outside any connection, once
-// a client sends "crash": the bug a learner's change could bring.
+// A copy of worker-pool.ts whose respond() makes its worker throw, outside
+// any connection, once a client sends "crash": a bug a learner could bring.
 function crashingCopy(): string {
   const dir = mkdtempSync(join(tmpdir(), "crash-"));
   const file = join(dir, "worker-pool.ts");
   const code = readFileSync(join(ROOT, MODES["worker-pool"]), "utf8");
-  const reply = "#reply(text: Uint8Array, replies: Uint8Array[]) {";
-  const bug = `if (decoder.decode(text) === "crash") {
+  const respond = "export function respond(line: string): string {";
+  const bug = `if (line === "crash") {
     setTimeout(() => { throw new Error("a bug"); });
   }`;
-  assert.ok(code.includes(reply));
-  writeFileSync(file, code.replace(reply, `${reply}\n${bug}`));
+  assert.ok(code.includes(respond));
+  writeFileSync(file, code.replace(respond, `${respond}\n${bug}`));
   return file;
 }
 
