@@ -227,6 +227,7 @@ export class Connection {
   // U+FFFD, so respond() never sees a broken character).
   #reply(line: Uint8Array): string {
     this.messages++;
+    work(this.options.work);
     this.lastProgress = performance.now();
     return respond(decoder.decode(line));
   }
@@ -288,6 +289,15 @@ function closeIdleConnections(idleTimeout: number) {
       if (connection.lastProgress < stale) connection.end("idle timeout");
     }
   }, 1000);
+}
+
+// --work stands for what a real server computes for a reply (parsing,
+// hashing, rendering): a loop that keeps this thread busy. While it runs,
+// nothing else on this event loop runs: no other connection is served, no
+// timer fires. Waiting for the network costs a task nothing; this does.
+function work(ms: number) {
+  const until = performance.now() + ms;
+  while (performance.now() < until); // busy, on purpose
 }
 
 // The time now, as ctime() writes it. It counts whole seconds, so one
@@ -356,6 +366,7 @@ const USAGE = `usage: deno run --allow-net modes/${MODE}.ts [flags]
   --max-line N        longest line in bytes; longer ends it (65536)
   --idle-timeout S    seconds without progress before a close; 0: never (300)
   --grace S           seconds open connections get on shutdown (5)
+  --work MS           CPU time spent on each reply, a busy loop (0)
   --max-connections N stop accepting while N are open; 0: no cap (0)
   --quiet             no line per connection opened and closed (off)
   --help              this text`;
@@ -373,6 +384,7 @@ function parseOptions(args: string[]) {
       "max-line": { type: "string", default: "65536" },
       "idle-timeout": { type: "string", default: "300" },
       grace: { type: "string", default: "5" },
+      work: { type: "string", default: "0" },
       "max-connections": { type: "string", default: "0" },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -388,6 +400,7 @@ function parseOptions(args: string[]) {
     maxLine: int("max-line", flag["max-line"]),
     idleTimeout: int("idle-timeout", flag["idle-timeout"], 0),
     grace: int("grace", flag.grace, 0),
+    work: int("work", flag.work, 0, 60000),
     maxConnections: int("max-connections", flag["max-connections"], 0),
   };
 }

@@ -61,7 +61,7 @@ const FLAGS: Record<string, string[]> = {
 const SERVER_FLAGS = ["--host H (127.0.0.1)", "--port N (8080)"]
   .concat(["--backlog N (511)", "--framing F (line)", "--max-line N (65536)"])
   .concat(["--idle-timeout S (300)", "--grace S (5)", "--quiet (off)"])
-  .concat(["--help"]);
+  .concat(["--work MS (0)", "--help"]);
 const MODE_FLAGS: Record<string, string> = {
   "fixed-pool": "--pool-size N (10)",
   "thread-per-connection": "--max-connections N (0)",
@@ -111,6 +111,8 @@ for (const mode of MODE_NAMES) {
     ["--backlog", "-5"],
     ["--grace", "-1"],
     ["--framing", "xml"],
+    ["--work", "60001"],
+    ["--work", "-1"],
     ...(mode === "fixed-pool" ? [["--pool-size", "0"]] : []),
     ...(mode === "worker-pool" ? [["--workers", "0"]] : []),
   ];
