@@ -18,6 +18,7 @@ import {
 } from "./lab-harness.ts";
 
 const skip = LAB_SKIP;
+if (skip) console.log(`skipping the lab tests: ${skip}`);
 const MODES = ["serial", "fixed-pool", "thread-per-connection", "worker-pool"];
 
 test(
