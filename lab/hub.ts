@@ -1,8 +1,9 @@
-// The hub between the page and the real things: it does what a page asks
-// (once parseRequest has checked it), and sends every page what the servers
-// print and what the clients see, stamped with the lab's clock, in batches.
+// The hub between the pages and the real things: it does what a page asks
+// (once parseRequest has checked it), and tells every page what the servers
+// print and what the clients see, stamped with the run's clock.
 import { Clients, MAX_CLIENTS } from "./clients.ts";
 import { type Preset, PRESETS, STEP_MS } from "./presets.ts";
+import { Pages, type Reply } from "./pages.ts";
 import { parseRequest, type Request } from "./requests.ts";
 import { type LabEvent, Run, type ServerInfo } from "./run.ts";
 import { ModeServer, type ServerReport } from "./servers.ts";
@@ -18,8 +19,6 @@ import {
   type ServerSettings,
 } from "./settings.ts";
 
-// Updates go out at most this often, however many clients there are.
-const BATCH_MS = 100;
 // A run keeps every lane until cleared; this many at most.
 const MAX_LANES = 5000;
 
@@ -27,12 +26,10 @@ export class Hub {
   #servers = new Map<Mode, ModeServer>();
   #restarts = new Map<Mode, Promise<unknown>>(); // one at a time per panel
   #clients = new Clients();
-  #pages = new Set<WebSocket>();
-  #pending: LabEvent[] = [];
   #run = new Run();
+  #pages = new Pages(() => this.#run.now(), () => this.#clients.active > 0);
   #clientSettings = CLIENT_DEFAULTS;
   #work = 0;
-  #timer: ReturnType<typeof setInterval>;
 
   constructor(readonly runtime: Runtime) {
     for (const mode of MODES) {
@@ -42,31 +39,23 @@ export class Hub {
       this.#servers.set(mode, server);
       server.start();
     }
-    this.#timer = setInterval(() => this.#flush(), BATCH_MS);
   }
 
   join(socket: WebSocket) {
-    socket.onopen = () => {
-      this.#flush(); // so that the page gets nothing twice
-      this.#pages.add(socket);
-      send(socket, this.#hello());
-    };
-    socket.onclose = () => this.#pages.delete(socket);
-    socket.onmessage = (e) => {
+    this.#pages.join(socket, () => this.#hello(), (data, reply) => {
       try {
-        this.#do(parseRequest(e.data)).catch((err) => this.#fail(socket, err));
+        this.#do(parseRequest(data)).catch((err) => this.#fail(reply, err));
       } catch (err) {
-        this.#fail(socket, err);
+        this.#fail(reply, err);
       }
-    };
+    });
   }
 
   // Stops every client and every server the lab started.
   async stop() {
-    clearInterval(this.#timer);
     this.#run = new Run(); // a preset still adding clients stops
     this.#clients.clear();
-    for (const page of this.#pages) page.close(1001, "the lab stopped");
+    this.#pages.close();
     await Promise.all([...this.#servers.values()].map((s) => s.stop()));
   }
 
@@ -86,7 +75,7 @@ export class Hub {
       }
       case "work":
         this.#work = request.value;
-        this.#broadcast(this.#settings());
+        this.#pages.broadcast(this.#settings());
         return await Promise.all(MODES.map((mode) => this.#configure(mode)));
       case "preset":
         return await this.#preset(request.preset);
@@ -95,9 +84,9 @@ export class Hub {
     }
   }
 
-  #fail(socket: WebSocket, err: unknown) {
+  #fail(reply: Reply, err: unknown) {
     if (!(err instanceof InputError)) console.error(`lab: ${err}`);
-    send(socket, { type: "error", message: (err as Error).message });
+    reply({ type: "error", message: (err as Error).message });
   }
 
   // `count` new clients on every panel whose server listens.
@@ -157,7 +146,7 @@ export class Hub {
     const run = this.#run;
     this.#clientSettings = preset.clients;
     this.#work = preset.work;
-    this.#broadcast({ ...this.#settings(), preset: preset.name });
+    this.#pages.broadcast({ ...this.#settings(), preset: preset.name });
     await Promise.all(
       MODES.map((mode) =>
         this.#configure(mode, { ...DEFAULTS[mode], ...preset.servers[mode] })
@@ -174,8 +163,8 @@ export class Hub {
     this.#clients.clear();
     this.#run = new Run();
     // What the clients saw goes; what the servers did is still news.
-    this.#pending = this.#pending.filter((e) => e.kind === "server");
-    this.#broadcast({ type: "clear" });
+    this.#pages.drop((e) => e.kind === "server");
+    this.#pages.broadcast({ type: "clear" });
   }
 
   #fromServer(mode: Mode, report: ServerReport) {
@@ -203,15 +192,8 @@ export class Hub {
 
   #emit(event: LabEvent | null) {
     if (!event) return;
-    this.#pending.push(event);
+    this.#pages.queue(event);
     this.#run.record(event);
-  }
-
-  #flush() {
-    if (!this.#pending.length && !this.#clients.active) return;
-    const events = this.#pending;
-    this.#pending = [];
-    this.#broadcast({ type: "batch", now: this.#run.now(), events });
   }
 
   #hello() {
@@ -238,14 +220,4 @@ export class Hub {
       work: this.#work,
     };
   }
-
-  #broadcast(message: unknown) {
-    const text = JSON.stringify(message);
-    for (const page of this.#pages) send(page, text);
-  }
-}
-
-function send(socket: WebSocket, message: unknown) {
-  if (socket.readyState !== WebSocket.OPEN) return;
-  socket.send(typeof message === "string" ? message : JSON.stringify(message));
 }
