@@ -162,7 +162,8 @@ export class Panel {
 
 /** @param {number} ms */
 function seconds(ms) {
-  return `${(ms / 1000).toFixed(2)} s`;
+  const text = (ms / 1000).toFixed(2);
+  return `${text === "-0.00" ? "0.00" : text} s`;
 }
 
 /** @param {Lanes} lanes */
