@@ -69,14 +69,18 @@ export function pictureSvg(panels, scale, now, title) {
   return out.join("\n");
 }
 
+// A swatch and its meaning for each state, in a row, each after the last
+// (about 5.5 px a character at this size).
 function legend() {
-  return Object.entries(MEANING).flatMap(([state, meaning], i) => {
-    const at = 20 + i * 146;
+  let at = 20;
+  return Object.entries(MEANING).flatMap(([state, meaning]) => {
     const fill = COLORS[/** @type {keyof COLORS} */ (state)];
-    return [
+    const swatch = [
       `<rect x="${at}" y="32" width="12" height="10" fill="${fill}"/>`,
       `<text x="${at + 16}" y="41" font-size="10">${meaning}</text>`,
     ];
+    at += 16 + Math.ceil(meaning.length * 5.5) + 14;
+    return swatch;
   });
 }
 
