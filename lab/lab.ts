@@ -94,15 +94,18 @@ function serveOrExit(
 }
 
 // Ctrl+C stops every process the lab started. A second one ends the lab
-// at once, killing what is left.
+// at once, killing what is left. One Ctrl+C can come twice (from the
+// terminal, and forwarded by `deno task`): the same signal within 100 ms is
+// one press.
 function stopOnSignals(server: Deno.HttpServer, hub: () => Hub | undefined) {
-  let stopping = false;
-  const stop = async () => {
-    if (stopping) {
+  let first = { signal: "", at: 0 };
+  const stop = async (signal: Deno.Signal) => {
+    if (first.signal) {
+      if (signal === first.signal && performance.now() - first.at < 100) return;
       for (const pid of hub()?.pids ?? []) kill(pid);
       Deno.exit(130);
     }
-    stopping = true;
+    first = { signal, at: performance.now() };
     console.log("lab: stopping the servers");
     await hub()?.stop();
     await server.shutdown();
@@ -110,7 +113,7 @@ function stopOnSignals(server: Deno.HttpServer, hub: () => Hub | undefined) {
     Deno.exit(0);
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, stop);
+    Deno.addSignalListener(signal, () => stop(signal));
   }
 }
 
