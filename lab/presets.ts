@@ -84,7 +84,8 @@ export const PRESETS: Preset[] = [
     title: "20 clients, 50 ms of CPU a reply",
     look: "The same 20 clients, each reply costing 50 ms of CPU: now " +
       "thread-per-connection answers them one after another too, and " +
-      "worker-pool as many at once as it has workers.",
+      "worker-pool one a worker at a time (the kernel picks each client's " +
+      "worker; the log names it).",
     servers: { "fixed-pool": { "pool-size": 10 } },
     work: 50,
     clients: { hold: 200, lines: 1, pause: 0 },
