@@ -152,11 +152,21 @@ async function converse(
       const reply = framing === "raw"
         ? decoder.decode(await replies.read())
         : await replies.line();
-      console.log(reply);
+      await print(`${reply}\n`);
       // The server says why it ends a connection, then closes it.
       if (reply.startsWith("ERROR ")) fail("server closed the connection");
     }
   }
+}
+
+// Writes to stdout, and waits until it is written: when stdout is a pipe
+// whose reader has gone (`client | head -1`), nobody will see another reply,
+// so the client stops at once instead of sending on. It stops quietly, with
+// the status of a program that SIGPIPE ends (128 + 13), as `seq` would.
+function print(text: string): Promise<void> {
+  return new Promise((written) => {
+    process.stdout.write(text, (err) => err ? Deno.exit(141) : written());
+  });
 }
 
 const LF = 10;
@@ -205,9 +215,9 @@ function join(pieces: Uint8Array[]): Uint8Array {
 // Lines typed at a `> ` prompt until an empty line or end of input.
 async function* typedLines(lines: AsyncIterator<Uint8Array>) {
   for (;;) {
-    process.stdout.write("> ");
+    await print("> ");
     const { value, done } = await lines.next();
-    if (done) process.stdout.write("\n"); // Ctrl+D leaves the cursor after "> "
+    if (done) await print("\n"); // Ctrl+D leaves the cursor after "> "
     if (done || value.length === 0) return;
     yield value;
   }

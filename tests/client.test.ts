@@ -138,20 +138,32 @@ test("client --framing raw skips an empty line: zero bytes get no reply", async 
   });
 });
 
+// Runs `body` with the port of a stand-in server that serves each
+// connection with `serve`.
+async function withStandIn<T>(
+  serve: (socket: net.Socket) => void,
+  body: (port: number) => Promise<T>,
+): Promise<T> {
+  const server = net.createServer(serve);
+  await new Promise<void>((ready) => server.listen(0, "127.0.0.1", ready));
+  try {
+    return await body((server.address() as net.AddressInfo).port);
+  } finally {
+    server.close();
+  }
+}
+
 // One write can take only part of a big message (the socket buffer fills),
 // so the client must loop. A stand-in peer counts the bytes of the line.
 test("client sends a line bigger than one write in full", async () => {
   const size = 8 * 1024 * 1024;
   let received = 0;
-  const peer = net.createServer((socket) => {
+  await withStandIn((socket) => {
     socket.on("data", (data) => {
       received += data.length;
       if (data.at(-1) === 10) socket.end(`got ${received} bytes\n`);
     });
-  });
-  await new Promise<void>((ready) => peer.listen(0, "127.0.0.1", ready));
-  const { port } = peer.address() as net.AddressInfo;
-  try {
+  }, async (port) => {
     const run = await runScript(
       CLIENT,
       ["--port", `${port}`],
@@ -159,26 +171,17 @@ test("client sends a line bigger than one write in full", async () => {
     );
     assert.equal(run.stdout, `got ${size + 1} bytes`);
     assert.equal(run.code, 0, run.stderr);
-  } finally {
-    peer.close();
-  }
+  });
 });
 
 // A stand-in server that reads the first line, then closes or resets.
-async function runAgainstRudeServer(rudeness: "close" | "reset") {
-  const rude = net.createServer((socket) => {
+function runAgainstRudeServer(rudeness: "close" | "reset") {
+  return withStandIn((socket) => {
     socket.once("data", () => {
       if (rudeness === "close") socket.end();
       else socket.resetAndDestroy();
     });
-  });
-  await new Promise<void>((ready) => rude.listen(0, "127.0.0.1", ready));
-  const { port } = rude.address() as net.AddressInfo;
-  try {
-    return await runScript(CLIENT, ["--port", `${port}`, "-m", "hello"]);
-  } finally {
-    rude.close();
-  }
+  }, (port) => runScript(CLIENT, ["--port", `${port}`, "-m", "hello"]));
 }
 
 test("client: a server that closes without a reply is reported, exit 1", async () => {
@@ -191,6 +194,29 @@ test("client: a server that resets is reported, exit 1", async () => {
   const run = await runAgainstRudeServer("reset");
   assert.equal(run.code, 1);
   assert.equal(run.stderr, "error: connection reset by server\n");
+});
+
+// `client | head -1`: once the reader of stdout has gone, the client stops
+// at the first reply it cannot print. Here stdout is closed before the first.
+test("client stops sending at the first broken pipe on stdout", async () => {
+  let lines = 0;
+  await withStandIn((socket) => {
+    socket.on("data", (data) => {
+      for (const byte of data) if (byte === 10) socket.write(`${++lines}\n`);
+    });
+  }, async (port) => {
+    const client = new Child(spawn(
+      process.execPath,
+      scriptArgs(CLIENT, ["--port", `${port}`]),
+      { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] },
+    ));
+    client.process.stdout!.destroy();
+    client.process.stdin!.end("a\nb\nc\n");
+    const exit = await client.exit();
+    assert.equal(lines, 1);
+    assert.equal(exit.code, 141); // as a program that SIGPIPE ends
+    assert.equal(client.stderr, "");
+  });
 });
 
 // `script` (util-linux) runs the client on a pseudo-terminal, so its stdin is
