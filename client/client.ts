@@ -135,10 +135,14 @@ class Replies {
 }
 
 // Sends each message and prints its reply before sending the next. In line
-// framing a message is sent with a "\n" after it, and each "\n" in it ends
-// one more line, so one more reply is awaited. In raw framing an empty
-// message is skipped: zero bytes get no reply.
-async function converse(
+// framing a message goes out with its "\n" in one write. Sent on its own,
+// the "\n" would wait about 40 ms: Nagle's algorithm holds a small write back
+// while earlier bytes are unacknowledged, and the server delays its
+// acknowledgement, hoping to send it with a reply. In one write, a line goes
+// out at once, since the reply to the line before acknowledged all we sent.
+// Each "\n" in a message ends one more line, so one more reply is awaited.
+// In raw framing an empty message is skipped: zero bytes get no reply.
+export async function converse(
   conn: Deno.Conn,
   framing: string,
   messages: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
@@ -146,7 +150,7 @@ async function converse(
   const replies = new Replies(conn);
   for await (const message of messages) {
     if (framing === "raw" && message.length === 0) continue;
-    await send(conn, framing === "raw" ? [message] : [message, NEWLINE]);
+    await send(conn, framing === "raw" ? message : join([message, NEWLINE]));
     const lines = framing === "raw" ? 1 : count(message, LF) + 1;
     for (let i = 0; i < lines; i++) {
       const reply = framing === "raw"
@@ -175,11 +179,9 @@ const count = (bytes: Uint8Array, byte: number) =>
   bytes.reduce((n, b) => b === byte ? n + 1 : n, 0);
 
 // A write may take only part of the bytes; loop until all are written.
-async function send(conn: Deno.Conn, pieces: Uint8Array[]) {
+async function send(conn: Deno.Conn, bytes: Uint8Array) {
   try {
-    for (let bytes of pieces) {
-      while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
-    }
+    while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
   } catch {
     fail("connection reset by server");
   }

@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import net from "node:net";
+import process from "node:process";
+import { converse } from "../client/client.ts";
 import {
   Child,
   CLIENT,
@@ -217,6 +219,62 @@ test("client stops sending at the first broken pipe on stdout", async () => {
     assert.equal(exit.code, 141); // as a program that SIGPIPE ends
     assert.equal(client.stderr, "");
   });
+});
+
+// A stand-in for the client's connection, to call converse() on: it keeps
+// each write, and answers each line it gets with `reply` and a "\n", handed
+// out at most `readSize` bytes a read, as a slow network would.
+class StandInConn {
+  readonly writes: string[] = [];
+  #unread = Buffer.alloc(0);
+  #wake = () => {};
+  constructor(readonly reply = "ok", readonly readSize = Infinity) {}
+
+  write(bytes: Uint8Array): Promise<number> {
+    const text = Buffer.from(bytes).toString();
+    this.writes.push(text);
+    const replies = `${this.reply}\n`.repeat(text.split("\n").length - 1);
+    this.#unread = Buffer.concat([this.#unread, Buffer.from(replies)]);
+    this.#wake();
+    return Promise.resolve(bytes.length);
+  }
+
+  async read(buffer: Uint8Array): Promise<number> {
+    while (!this.#unread.length) {
+      await new Promise<void>((wake) => this.#wake = wake);
+    }
+    const n = Math.min(buffer.length, this.readSize, this.#unread.length);
+    buffer.set(this.#unread.subarray(0, n));
+    this.#unread = this.#unread.subarray(n);
+    return n;
+  }
+
+  // What converse() prints while it talks to this connection.
+  async converse(messages: string[]): Promise<string> {
+    const { write } = process.stdout;
+    let printed = "";
+    process.stdout.write = ((text: string, written?: () => void) => {
+      printed += text;
+      written?.();
+      return true;
+    }) as typeof write;
+    try {
+      const bytes = messages.map((text) => Buffer.from(text));
+      await converse(this as unknown as Deno.Conn, "line", bytes);
+    } finally {
+      process.stdout.write = write;
+    }
+    return printed;
+  }
+}
+
+// A line in two writes, the text and then its "\n", waits for the server's
+// delayed acknowledgement of the text: 9 s for 200 lines instead of 0.3 s.
+test("client sends each line, its \\n included, in one write", async () => {
+  const conn = new StandInConn();
+  const printed = await conn.converse(["hello", "a\nb"]);
+  assert.deepEqual(conn.writes, ["hello\n", "a\nb\n"]);
+  assert.equal(printed, "ok\nok\nok\n");
 });
 
 // `script` (util-linux) runs the client on a pseudo-terminal, so its stdin is
