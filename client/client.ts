@@ -99,38 +99,63 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true }); // keep U+FEFF
 
 // Reads replies: a line each (line framing), or whatever one read of up to
-// 1024 bytes returns (raw framing, like the tutorial's client).
+// 1024 bytes returns (raw framing, like the tutorial's client). A reply line
+// can be long (a server's --max-line can be a megabyte): it is read into one
+// buffer that doubles when full, and only new bytes are searched for its
+// "\n", so a long line costs no more per byte than a short one.
 class Replies {
-  #pending = new Uint8Array(0);
   #buffer = new Uint8Array(1024);
+  #start = 0; // where the next line starts
+  #end = 0; // where the bytes read end
+  #searched = 0; // where the search for "\n" goes on
 
   constructor(readonly conn: Deno.Conn) {}
 
   async line(): Promise<string> {
     for (;;) {
-      const lf = this.#pending.indexOf(10);
+      const read = this.#buffer.subarray(0, this.#end);
+      const lf = read.indexOf(LF, this.#searched);
       if (lf !== -1) {
-        const line = decoder.decode(this.#pending.subarray(0, lf));
-        this.#pending = this.#pending.subarray(lf + 1);
+        const line = decoder.decode(this.#buffer.subarray(this.#start, lf));
+        this.#start = this.#searched = lf + 1;
         return line;
       }
-      const chunk = await this.read();
-      const joined = new Uint8Array(this.#pending.length + chunk.length);
-      joined.set(this.#pending);
-      joined.set(chunk, this.#pending.length);
-      this.#pending = joined;
+      this.#searched = this.#end;
+      if (this.#end === this.#buffer.length) this.#makeRoom();
+      this.#end += await this.#read(this.#buffer.subarray(this.#end));
     }
   }
 
-  async read(): Promise<Uint8Array> {
+  async raw(): Promise<string> {
+    const n = await this.#read(this.#buffer);
+    return decoder.decode(this.#buffer.subarray(0, n));
+  }
+
+  // Moves the unfinished line to the front, into a buffer twice as big if
+  // it fills more than half of this one. Each move leaves at least half the
+  // buffer free, so the bytes moved add up to at most twice the bytes read.
+  #makeRoom() {
+    const unfinished = this.#buffer.subarray(this.#start, this.#end);
+    const size = this.#buffer.length;
+    const buffer = unfinished.length > size / 2
+      ? new Uint8Array(size * 2)
+      : this.#buffer;
+    buffer.set(unfinished);
+    this.#buffer = buffer;
+    this.#searched -= this.#start;
+    this.#end -= this.#start;
+    this.#start = 0;
+  }
+
+  async #read(into: Uint8Array): Promise<number> {
     let n: number | null;
     try {
-      n = await this.conn.read(this.#buffer);
+      n = await this.conn.read(into);
     } catch {
       fail("connection reset by server");
     }
     if (n === null) fail("server closed the connection");
-    return this.#buffer.slice(0, n);
+    return n;
   }
 }
 
@@ -154,7 +179,7 @@ export async function converse(
     const lines = framing === "raw" ? 1 : count(message, LF) + 1;
     for (let i = 0; i < lines; i++) {
       const reply = framing === "raw"
-        ? decoder.decode(await replies.read())
+        ? await replies.raw()
         : await replies.line();
       await print(`${reply}\n`);
       // The server says why it ends a connection, then closes it.

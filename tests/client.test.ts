@@ -277,6 +277,41 @@ test("client sends each line, its \\n included, in one write", async () => {
   assert.equal(printed, "ok\nok\nok\n");
 });
 
+// Counts the bytes that Uint8Array's set() copies and indexOf() searches
+// while `body` runs: the client's work on a reply line it reads in pieces.
+async function bytesTouched(body: () => Promise<unknown>): Promise<number> {
+  const { set, indexOf } = Uint8Array.prototype;
+  let touched = 0;
+  Uint8Array.prototype.set = function (source, offset) {
+    touched += (source as ArrayLike<number>).length;
+    return set.call(this, source as ArrayLike<number>, offset);
+  };
+  Uint8Array.prototype.indexOf = function (value, from = 0) {
+    touched += this.length - from;
+    return indexOf.call(this, value, from);
+  };
+  try {
+    await body();
+  } finally {
+    Object.assign(Uint8Array.prototype, { set, indexOf });
+  }
+  return touched;
+}
+
+test("client reads a long reply line in pieces without copying it again each time", async () => {
+  const long = "x".repeat(256 * 1024);
+  const conn = new StandInConn(long, 1024);
+  let printed = "";
+  const touched = await bytesTouched(async () => {
+    printed = await conn.converse(["hi"]);
+  });
+  assert.equal(printed, `${long}\n`);
+  // Copying and searching the unfinished line again on each 1 KiB read is
+  // 256 times 128 KiB on average, twice: 64 MiB. Growing one buffer by
+  // doubling and searching only new bytes, a few times the line.
+  assert.ok(touched < 8 * long.length, `${touched} bytes for ${long.length}`);
+});
+
 // `script` (util-linux) runs the client on a pseudo-terminal, so its stdin is
 // a TTY and it prompts; the test types into script's stdin.
 test("client at a terminal prompts, replies, and quits on an empty line", {
