@@ -98,20 +98,82 @@ function startCommand(): string {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true }); // keep U+FEFF
 
-// Reads replies: a line each (line framing), or whatever one read of up to
-// 1024 bytes returns (raw framing, like the tutorial's client). A reply line
-// can be long (a server's --max-line can be a megabyte): it is read into one
-// buffer that doubles when full, and only new bytes are searched for its
-// "\n", so a long line costs no more per byte than a short one.
+// Sends each message, then waits until its replies are printed. A line goes
+// out with its "\n" in one write. A "\n" sent alone would wait about 40 ms:
+// Nagle's algorithm holds it back until the bytes before it are
+// acknowledged, and the server delays that, hoping to send it with a reply.
+// (A whole line never waits: the reply to the last one acknowledged it all.)
+// Each "\n" in a message ends one more line, so one more reply is awaited.
+// In raw framing an empty message is skipped: zero bytes get no reply.
+export async function converse(
+  conn: Deno.Conn,
+  framing: string,
+  messages: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+) {
+  const replies = new Replies(conn, framing);
+  let asked = 0;
+  for await (const message of messages) {
+    if (framing === "raw" && message.length === 0) continue;
+    await send(conn, framing === "raw" ? message : join([message, NEWLINE]));
+    asked += framing === "raw" ? 1 : count(message, LF) + 1;
+    await replies.printed(asked);
+  }
+}
+
+// Reads the replies and prints each as it comes, for as long as the
+// connection lasts: a line each (line framing), or whatever one read of up
+// to 1024 bytes returns (raw framing, like the tutorial's client). It reads
+// even while the client waits for the user to type: a server that ends the
+// connection (an idle timeout, say) says why in a last line, `ERROR <why>`,
+// and the user sees it at once, not after typing a line that meets a reset.
 class Replies {
+  #printed = 0; // replies printed so far
+  #ended = ""; // how the connection ended, once it has
+  #wake = () => {};
   #buffer = new Uint8Array(1024);
   #start = 0; // where the next line starts
   #end = 0; // where the bytes read end
   #searched = 0; // where the search for "\n" goes on
 
-  constructor(readonly conn: Deno.Conn) {}
+  constructor(readonly conn: Deno.Conn, readonly framing: string) {
+    this.#printAll();
+  }
 
-  async line(): Promise<string> {
+  // Waits until `count` replies in all are printed. If the connection ends
+  // first, so does the client. (An end while no reply is awaited is no error
+  // until the next line is sent: the input may have ended too.)
+  async printed(count: number) {
+    while (this.#printed < count) {
+      if (this.#ended) fail(this.#ended);
+      await new Promise<void>((wake) => this.#wake = wake);
+    }
+  }
+
+  async #printAll() {
+    try {
+      for (;;) {
+        const reply = this.framing === "raw"
+          ? await this.#raw()
+          : await this.#line();
+        if (prompting) await print("\n"); // not after the prompt's "> "
+        await print(`${reply}\n`);
+        if (reply.startsWith("ERROR ")) {
+          fail(`server closed the connection: ${reply.slice(6).trimEnd()}`);
+        }
+        this.#printed++;
+        this.#wake();
+      }
+    } catch (err) {
+      this.#ended = (err as Error).message;
+      this.#wake();
+    }
+  }
+
+  // A reply line can be long (a server's --max-line can be a megabyte): it
+  // is read into one buffer that doubles when full, and only new bytes are
+  // searched for its "\n", so a long line costs no more per byte than a
+  // short one.
+  async #line(): Promise<string> {
     for (;;) {
       const read = this.#buffer.subarray(0, this.#end);
       const lf = read.indexOf(LF, this.#searched);
@@ -126,7 +188,7 @@ class Replies {
     }
   }
 
-  async raw(): Promise<string> {
+  async #raw(): Promise<string> {
     const n = await this.#read(this.#buffer);
     return decoder.decode(this.#buffer.subarray(0, n));
   }
@@ -147,44 +209,13 @@ class Replies {
     this.#start = 0;
   }
 
+  // Reads into `into`; fails, saying how, once the connection has ended.
   async #read(into: Uint8Array): Promise<number> {
-    let n: number | null;
-    try {
-      n = await this.conn.read(into);
-    } catch {
-      fail("connection reset by server");
-    }
-    if (n === null) fail("server closed the connection");
+    const n = await this.conn.read(into).catch(() => {
+      throw new Error("connection reset by server");
+    });
+    if (n === null) throw new Error("server closed the connection");
     return n;
-  }
-}
-
-// Sends each message and prints its reply before sending the next. In line
-// framing a message goes out with its "\n" in one write. Sent on its own,
-// the "\n" would wait about 40 ms: Nagle's algorithm holds a small write back
-// while earlier bytes are unacknowledged, and the server delays its
-// acknowledgement, hoping to send it with a reply. In one write, a line goes
-// out at once, since the reply to the line before acknowledged all we sent.
-// Each "\n" in a message ends one more line, so one more reply is awaited.
-// In raw framing an empty message is skipped: zero bytes get no reply.
-export async function converse(
-  conn: Deno.Conn,
-  framing: string,
-  messages: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-) {
-  const replies = new Replies(conn);
-  for await (const message of messages) {
-    if (framing === "raw" && message.length === 0) continue;
-    await send(conn, framing === "raw" ? message : join([message, NEWLINE]));
-    const lines = framing === "raw" ? 1 : count(message, LF) + 1;
-    for (let i = 0; i < lines; i++) {
-      const reply = framing === "raw"
-        ? await replies.raw()
-        : await replies.line();
-      await print(`${reply}\n`);
-      // The server says why it ends a connection, then closes it.
-      if (reply.startsWith("ERROR ")) fail("server closed the connection");
-    }
   }
 }
 
@@ -208,7 +239,8 @@ async function send(conn: Deno.Conn, bytes: Uint8Array) {
   try {
     while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
   } catch {
-    fail("connection reset by server");
+    // The server has closed or reset the connection. Replies says how, after
+    // the server's last line, which may still be unread.
   }
 }
 
@@ -240,10 +272,13 @@ function join(pieces: Uint8Array[]): Uint8Array {
 }
 
 // Lines typed at a `> ` prompt until an empty line or end of input.
+let prompting = false; // "> " is shown, and the line typed after it unended
 async function* typedLines(lines: AsyncIterator<Uint8Array>) {
   for (;;) {
     await print("> ");
+    prompting = true;
     const { value, done } = await lines.next();
+    prompting = false;
     if (done) await print("\n"); // Ctrl+D leaves the cursor after "> "
     if (done || value.length === 0) return;
     yield value;
@@ -280,14 +315,10 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const conn = await connect(options);
-  if (options.message) {
-    const messages = options.message.map((text) => encoder.encode(text));
-    await converse(conn, options.framing, messages);
-  } else {
-    const lines = linesOf(process.stdin);
-    const messages = process.stdin.isTTY ? typedLines(lines) : lines;
-    await converse(conn, options.framing, messages);
-  }
+  const lines = linesOf(process.stdin); // read only if used
+  const messages = options.message?.map((text) => encoder.encode(text)) ??
+    (process.stdin.isTTY ? typedLines(lines) : lines);
+  await converse(conn, options.framing, messages);
   conn.close();
   Deno.exit(0);
 }

@@ -14,6 +14,7 @@ import {
   ROOT,
   runScript,
   scriptArgs,
+  type Server,
   STAMP,
   TestClient,
   unstamped,
@@ -127,7 +128,71 @@ test("client: an ERROR reply is shown, then reported as the close, exit 1", asyn
     const run = await runScript(CLIENT, args);
     assert.equal(run.code, 1);
     assert.equal(run.stdout, "ERROR line longer than 4 bytes");
-    assert.equal(run.stderr, "error: server closed the connection\n");
+    assert.equal(
+      run.stderr,
+      "error: server closed the connection: line longer than 4 bytes\n",
+    );
+  });
+});
+
+// The server reads on, and drops, what comes after a line too long, so that
+// its ERROR line is not lost in a reset; the client must show it, not what
+// it was sending.
+test("client: a piped line over --max-line gets the server's reason", async () => {
+  await withServer("serial", ["--max-line", "1024"], async (server) => {
+    const input = `ok\n${"x".repeat(1024 * 1024)}\nnever answered\n`;
+    const run = await runScript(CLIENT, ["--port", `${server.port}`], input);
+    assert.equal(run.code, 1);
+    const [ok, ...rest] = run.stdout.split("\n");
+    assert.equal(unstamped(ok), "ok");
+    assert.deepEqual(rest, ["ERROR line longer than 1024 bytes"]);
+    assert.equal(
+      run.stderr,
+      "error: server closed the connection: line longer than 1024 bytes\n",
+    );
+  });
+});
+
+// A client left waiting for input while the server ends the connection: it
+// shows the server's last line at once and exits 1 naming it. (Before, a
+// line typed afterwards met a reset: "connection reset by server".) The line
+// is typed once the server has closed, as a user would, late.
+async function runLeftWaiting(server: Server, end: () => void) {
+  const client = Child.start(CLIENT, ["--port", `${server.port}`], "pipe");
+  client.process.stdin!.on("error", () => {}); // the client may be gone
+  try {
+    await server.waitForLine(/ opened$/);
+    end();
+    await server.waitForLine(/ closed after /);
+    client.process.stdin!.end("hello\n");
+    const exit = await client.exit();
+    return { ...exit, stdout: client.stdoutLines, stderr: client.stderr };
+  } finally {
+    await client.kill();
+  }
+}
+
+test("client waiting for input shows the server's idle timeout at once", async () => {
+  await withServer("serial", ["--idle-timeout", "1"], async (server) => {
+    const run = await runLeftWaiting(server, () => {});
+    assert.deepEqual(run.stdout, ["ERROR idle timeout"]);
+    assert.equal(
+      run.stderr,
+      "error: server closed the connection: idle timeout\n",
+    );
+    assert.equal(run.code, 1);
+  });
+});
+
+test("client waiting for input shows the server shutting down", async () => {
+  await withServer("serial", ["--grace", "0"], async (server) => {
+    const run = await runLeftWaiting(server, () => server.signal("SIGTERM"));
+    assert.deepEqual(run.stdout, ["ERROR server shutting down"]);
+    assert.equal(
+      run.stderr,
+      "error: server closed the connection: server shutting down\n",
+    );
+    assert.equal(run.code, 1);
   });
 });
 
@@ -313,21 +378,27 @@ test("client reads a long reply line in pieces without copying it again each tim
 });
 
 // `script` (util-linux) runs the client on a pseudo-terminal, so its stdin is
-// a TTY and it prompts; the test types into script's stdin.
+// a TTY and it prompts; a test types into script's stdin. The terminal ends
+// each line in \r\n, and shows stderr too.
+const NO_SCRIPT = !existsSync("/usr/bin/script") && "needs util-linux script";
+function clientAtTerminal(port: number): Child {
+  const command = [process.execPath, ...scriptArgs(CLIENT, [])]
+    .map((word) => `'${word}'`).join(" ");
+  return new Child(spawn(
+    "script",
+    ["-qec", `${command} --port ${port}`, "/dev/null"],
+    { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] },
+  ));
+}
+
 test("client at a terminal prompts, replies, and quits on an empty line", {
-  skip: !existsSync("/usr/bin/script") && "needs util-linux script",
+  skip: NO_SCRIPT,
 }, async () => {
   await withServer("serial", [], async (server) => {
-    const command = [process.execPath, ...scriptArgs(CLIENT, [])]
-      .map((word) => `'${word}'`).join(" ");
-    const terminal = new Child(spawn(
-      "script",
-      ["-qec", `${command} --port ${server.port}`, "/dev/null"],
-      { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] },
-    ));
+    const terminal = clientAtTerminal(server.port);
     try {
       terminal.process.stdin!.write("hi there\n");
-      // The terminal shows the prompt, then the reply (lines end in \r\n).
+      // The terminal shows the prompt, then the reply.
       const reply = await terminal.waitForLine(/\] hi there\r$/);
       assert.match(reply.replace(/^> /, ""), STAMP);
       assert.ok(reply.startsWith("> "), reply);
@@ -335,6 +406,28 @@ test("client at a terminal prompts, replies, and quits on an empty line", {
       const exit = await terminal.exit();
       assert.equal(exit.code, 0, terminal.output());
       await server.waitForLine(/#1 .* closed after .* 1 message$/);
+    } finally {
+      await terminal.kill();
+    }
+  });
+});
+
+// The server's last line comes while the prompt waits: it starts a line of
+// its own, so that it does not look typed after the "> ".
+test("client at a terminal shows the server's idle timeout on its own line", {
+  skip: NO_SCRIPT,
+}, async () => {
+  await withServer("serial", ["--idle-timeout", "1"], async (server) => {
+    const terminal = clientAtTerminal(server.port);
+    try {
+      await terminal.waitForLine(/^ERROR idle timeout\r$/);
+      const exit = await terminal.exit();
+      assert.equal(exit.code, 1, terminal.output());
+      // (Bun colours the error line on a terminal.)
+      assert.match(
+        terminal.stdoutLines.at(-1)!,
+        /error: server closed the connection: idle timeout/,
+      );
     } finally {
       await terminal.kill();
     }
