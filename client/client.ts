@@ -42,6 +42,19 @@ function parseOptions(args: string[]) {
   };
 }
 
+// A message may start with "-" (-m -5, -m --help): the word after -m or
+// --message is always the message, as getopt takes it. (parseArgs would
+// refuse it, in case a forgotten value left the next flag in its place.)
+function joinMessages(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isMessage = ["-m", "--message"].includes(joined.at(-1) ?? "");
+    if (isMessage) joined.pop();
+    joined.push(isMessage ? `--message=${arg}` : arg);
+  }
+  return joined;
+}
+
 function int(name: string, text: string, min: number, max: number) {
   if (/^\d+$/.test(text) && +text >= min && +text <= max) return +text;
   throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
@@ -306,9 +319,9 @@ if (import.meta.main) {
   }
   let options: Options;
   try {
-    options = parseOptions(joinNegativeValues(Deno.args));
+    options = parseOptions(joinMessages(joinNegativeValues(Deno.args)));
   } catch (err) {
-    fail((err as Error).message.split(". ")[0], 2); // parseArgs says more
+    fail((err as Error).message.split(/\.\s/)[0], 2); // parseArgs says more
   }
   if (options.help) {
     console.log(USAGE);

@@ -71,6 +71,36 @@ test("client frames piped lines as the servers do: only \\n ends a line", async 
   });
 });
 
+// -m and --message take the next word whatever it is, as getopt does.
+test("client -m takes a message that starts with -, as --message does", async () => {
+  await withServer("thread-per-connection", [], async (server) => {
+    const messages = ["-m", "-5", "--message", "-5", "-m", "--help"];
+    const run = await runScript(CLIENT, [
+      "--port",
+      `${server.port}`,
+      ...messages,
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(replyTexts(run.stdout), ["-5", "-5", "--help"]);
+  });
+});
+
+// One error line, as the servers print, and a hint; parseArgs says more, in
+// sentences on lines of their own for --host -x.
+const BAD_COMMAND_LINES = [
+  [["--host", "-x"], "Option '--host' argument is ambiguous"],
+  [["-m"], "Option '-m, --message <value>' argument missing"],
+  [["--port", "-1"], "--port must be a whole number from 1 to 65535"],
+] as const;
+for (const [args, error] of BAD_COMMAND_LINES) {
+  test(`client ${args.join(" ")}: one error line and the hint, exit 2`, async () => {
+    const run = await runScript(CLIENT, [...args]);
+    assert.equal(run.stderr, `error: ${error}\nrun with --help for usage\n`);
+    assert.equal(run.stdout, "");
+    assert.equal(run.code, 2);
+  });
+}
+
 test("client --framing raw sends messages as typed, prints each read", async () => {
   await withServer("serial", ["--framing", "raw"], async (server) => {
     const args = ["--port", `${server.port}`, "--framing", "raw", "-m", "hi"];
