@@ -153,8 +153,7 @@ class Replies {
   }
 
   // Waits until `count` replies in all are printed. If the connection ends
-  // first, so does the client. (An end while no reply is awaited is no error
-  // until the next line is sent: the input may have ended too.)
+  // first, so does the client.
   async printed(count: number) {
     while (this.#printed < count) {
       if (this.#ended) fail(this.#ended);
@@ -179,6 +178,12 @@ class Replies {
     } catch (err) {
       this.#ended = (err as Error).message;
       this.#wake();
+      // At the prompt the user learns it at once; with -m or a pipe, when the
+      // next line is sent, since the input may have ended too.
+      if (prompting) {
+        await print("\n");
+        fail(this.#ended);
+      }
     }
   }
 
@@ -288,8 +293,8 @@ function join(pieces: Uint8Array[]): Uint8Array {
 let prompting = false; // "> " is shown, and the line typed after it unended
 async function* typedLines(lines: AsyncIterator<Uint8Array>) {
   for (;;) {
+    prompting = true; // before the write of "> " is even under way
     await print("> ");
-    prompting = true;
     const { value, done } = await lines.next();
     prompting = false;
     if (done) await print("\n"); // Ctrl+D leaves the cursor after "> "

@@ -442,6 +442,29 @@ test("client at a terminal prompts, replies, and quits on an empty line", {
   });
 });
 
+// A close with no last line, while the prompt waits, is shown at once too.
+test("client at a terminal reports a close at once", {
+  skip: NO_SCRIPT,
+}, async () => {
+  let close = () => {};
+  await withStandIn((socket) => {
+    socket.on("data", () => socket.write("ok\n"));
+    close = () => socket.end();
+  }, async (port) => {
+    const terminal = clientAtTerminal(port);
+    try {
+      terminal.process.stdin!.write("hi\n");
+      await terminal.waitForLine(/ok\r$/);
+      close(); // once the reply is shown, and so the next prompt
+      const exit = await terminal.exit();
+      assert.equal(exit.code, 1, terminal.output());
+      assert.match(terminal.output(), /> \r\n\S*error: server closed the/);
+    } finally {
+      await terminal.kill();
+    }
+  });
+});
+
 // The server's last line comes while the prompt waits: it starts a line of
 // its own, so that it does not look typed after the "> ".
 test("client at a terminal shows the server's idle timeout on its own line", {
