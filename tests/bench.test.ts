@@ -22,8 +22,8 @@ import {
   withServer,
 } from "./helpers.ts";
 
-const BENCH = "client/bench.ts";
-const STORM = "client/storm.ts";
+const BENCH = "bench/bench.ts";
+const STORM = "bench/storm.ts";
 
 // The bench is a Deno tool (`deno task bench`); under Bun there is no Deno
 // to start it with.
@@ -295,7 +295,7 @@ test("storm.ts without --allow-read says what it needs", { skip }, async () => {
   assert.equal(code, 1);
   assert.equal(
     child.stderr.trim(),
-    "error: the storm's client threads load client/storm.ts: run with " +
+    "error: the storm's client threads load bench/storm.ts: run with " +
       "--allow-read (or -A)",
   );
 });

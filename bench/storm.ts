@@ -2,12 +2,12 @@
  * Connect storm: many clients connect at once and ping-pong. How long until
  * every one of them had its first reply, and how many had none at all?
  *
- * Run:   deno run -A client/storm.ts                (deno task storm)
+ * Run:   deno run -A bench/storm.ts                (deno task storm)
  *          storms the smallest Deno server there is, run in this process
  *          (a read and a write per connection, nothing else), and says when
  *          it accepted each client and when it first read from it.
- *        deno run -A client/storm.ts --port 8080    a server already running
- *        deno run -A client/storm.ts --serve        only the small server
+ *        deno run -A bench/storm.ts --port 8080    a server already running
+ *        deno run -A bench/storm.ts --serve        only the small server
  * See:   whether every client had its first reply, and how soon. Against
  *        a busy event loop, look for clients accepted but answered late, or
  *        not at all: the small server's summary tells accept from first
@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 
 const HOST = "127.0.0.1";
 const STORM_THREADS = 4;
-const USAGE = `usage: deno run -A client/storm.ts [flags]
+const USAGE = `usage: deno run -A bench/storm.ts [flags]
   --clients N   clients that connect at once (1024)
   --seconds S   seconds of ping-pong, at most 60 (3)
   --port N      storm a server already running there; 0: start the small
@@ -67,7 +67,7 @@ export async function storm(
     Deno.permissions.querySync({ name: "read", path: file }).state !== "granted"
   ) {
     throw new Error(
-      "the storm's client threads load client/storm.ts: " +
+      "the storm's client threads load bench/storm.ts: " +
         "run with --allow-read (or -A)",
     );
   }

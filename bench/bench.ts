@@ -2,7 +2,7 @@
  * Benchmark: starts each mode on a free port and measures what its
  * concurrency model buys and costs. All traffic stays on 127.0.0.1.
  *
- * Run:   deno run -A client/bench.ts              (or: deno task bench)
+ * Run:   deno run -A bench/bench.ts              (or: deno task bench)
  *        -A because Deno lets a script read /proc (the server's memory and
  *        CPU) only with --allow-all. Without /proc it needs just
  *        --allow-net=127.0.0.1 --allow-run --allow-write --allow-read, and
@@ -25,7 +25,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { joinNegativeValues } from "./client.ts";
+import { joinNegativeValues } from "../client/client.ts";
 import {
   openFileLimit,
   readLine,
@@ -117,7 +117,7 @@ const DENO_FLAGS: Partial<Record<Served, string[]>> = {
 
 const running = new Set<Server<Served>>();
 
-// The storm table also runs client/storm.ts's small server: the least a
+// The storm table also runs bench/storm.ts's small server: the least a
 // Deno server can do, under the same storm.
 const SMALL = "small server" as const;
 type Served = Mode | typeof SMALL;
@@ -707,7 +707,7 @@ async function idleRow(server: Server, options: Options): Promise<IdleRow> {
 }
 
 // ---- (e) Connect storm: --storm clients connect at once and ping-pong
-// for --seconds (client/storm.ts, its clients spread over threads).
+// for --seconds (bench/storm.ts, its clients spread over threads).
 
 type StormRow = { server: string; note: string } & Partial<StormResult>;
 
@@ -970,7 +970,7 @@ function stormTable(rows: StormRow[], options: Options) {
         "clients that had the echo of their first line within the row; " +
         "all by: when the last of them had it; 99% by: when 99 in 100 of " +
         "the clients had it (-: they never did); times count from the " +
-        "start of the storm. The small server is client/storm.ts --serve, " +
+        "start of the storm. The small server is bench/storm.ts --serve, " +
         "the least a Deno server can do per message: a mode should answer " +
         "as many, as soon. Handshakes past a full listen backlog (511) are " +
         "dropped by the kernel, and the client tries again after a " +
