@@ -2,26 +2,30 @@
  * Connect storm: many clients connect at once and ping-pong. How long until
  * every one of them had its first reply, and how many had none at all?
  *
- * Run:   deno run -A bench/storm.ts                (deno task storm)
+ * Run:   deno run -A bench/storm.ts                 (deno task storm)
  *          storms the smallest Deno server there is, run in this process
  *          (a read and a write per connection, nothing else), and says when
  *          it accepted each client and when it first read from it.
- *        deno run -A bench/storm.ts --port 8080    a server already running
- *        deno run -A bench/storm.ts --serve        only the small server
+ *        deno run -A bench/storm.ts --port 8080     a server already running
+ *        deno run -A bench/storm.ts --serve         only the small server
  * See:   whether every client had its first reply, and how soon. Against
  *        a busy event loop, look for clients accepted but answered late, or
  *        not at all: the small server's summary tells accept from first
  *        read. These clients are JavaScript, and on a small machine they may
- *        not load the server enough; a C load generator does (see
- *        docs/performance.md, "Connect storm", for the numbers, the likely
- *        cause and what to do).
+ *        not load the server enough (docs/notes/2026-12-01-connect-storm.md
+ *        has the numbers, the likely cause and what to do).
  *
- * The clients run in STORM_THREADS workers, each its own event loop with
- * a share of the sockets, so the storm never starves itself.
+ * The clients run in STORM_THREADS threads (bench/clients.ts), each its own
+ * event loop with a share of the sockets, so the storm never starves itself.
+ * The bench's table (e) is this storm, against each mode.
  */
 import { parseArgs } from "node:util";
+import { stormClients } from "./clients.ts";
+import { count, ms, paragraph, percentile, table, wholeMs } from "./format.ts";
+import { fileLimitNote, label, openFileLimit, type Server } from "./runner.ts";
+import { serveSmall } from "./small-server.ts";
+import { HOST } from "./wire.ts";
 
-const HOST = "127.0.0.1";
 const STORM_THREADS = 4;
 const USAGE = `usage: deno run -A bench/storm.ts [flags]
   --clients N   clients that connect at once (1024)
@@ -30,8 +34,6 @@ const USAGE = `usage: deno run -A bench/storm.ts [flags]
                 Deno server in this process and storm it (0)
   --serve       only start the small server, on --port (0: a free one)
   --help        this text`;
-
-// ---- The storm: one worker per share of the clients.
 
 export type StormResult = {
   clients: number;
@@ -47,240 +49,95 @@ export type StormResult = {
   closedByServer: number; // connections the server closed before the end
 };
 
-type Share = { port: number; clients: number; seconds: number; at: number };
-type ShareResult = {
-  connectedMs: number[]; // one per client that connected
-  connectError: string;
-  firstReplyMs: number[]; // one per client that had a right reply
-  roundTripsMs: number[];
-  wrong: number;
-  closedByServer: number;
-};
-
 export async function storm(
   port: number,
   clients: number,
   seconds: number,
 ): Promise<StormResult> {
-  const file = new URL(import.meta.url);
-  if (
-    Deno.permissions.querySync({ name: "read", path: file }).state !== "granted"
-  ) {
-    throw new Error(
-      "the storm's client threads load bench/storm.ts: " +
-        "run with --allow-read (or -A)",
-    );
-  }
-  // The clock starts once every thread is loaded and waiting: then all of
-  // them connect at the same moment.
-  const workers = await Promise.all(
-    Array.from({ length: STORM_THREADS }, startWorker),
-  );
-  const at = epochMs();
-  const results = await Promise.all(workers.map((worker, i) => {
-    const share = Math.floor((clients + i) / STORM_THREADS);
-    return runInWorker(worker, { port, clients: share, seconds, at });
-  }));
-  const connects = results.flatMap((r) => r.connectedMs).sort(byValue);
-  const firstReplies = results.flatMap((r) => r.firstReplyMs).sort(byValue);
-  const roundTrips = results.flatMap((r) => r.roundTripsMs).sort(byValue);
+  const tally = await stormClients(port, clients, STORM_THREADS, seconds);
+  const connects = tally.connectedMs.sort(byValue);
+  const firstReplies = tally.firstReplyMs.sort(byValue);
+  const roundTrips = tally.roundTripsMs.sort(byValue);
   const answered = firstReplies.length;
+  const orNull = (x: number) => isNaN(x) ? null : x;
   return {
     clients,
     connected: connects.length,
     allConnectedMs: connects.length === clients ? connects.at(-1)! : null,
-    connectError: results.map((r) => r.connectError).find(Boolean) ?? "",
+    connectError: tally.connectError,
     answered,
     allAnsweredMs: answered === clients ? firstReplies.at(-1)! : null,
     firstReplyP99Ms: firstReplies[Math.ceil(0.99 * clients) - 1] ?? null,
-    roundTripP99Ms: percentile(roundTrips, 0.99),
+    roundTripP99Ms: orNull(percentile(roundTrips, 0.99)),
     repliesPerSecond: roundTrips.length / seconds,
-    wrong: sum(results.map((r) => r.wrong)),
-    closedByServer: sum(results.map((r) => r.closedByServer)),
+    wrong: tally.wrong,
+    closedByServer: tally.closedByServer,
   };
 }
 
-// A worker that has loaded this file and says so.
-function startWorker(): Promise<Worker> {
-  const worker = new Worker(import.meta.url, { type: "module" });
-  return reply<string>(worker).then(() => worker);
-}
+const byValue = (a: number, b: number) => a - b;
 
-function runInWorker(worker: Worker, share: Share): Promise<ShareResult> {
-  const result = reply<ShareResult>(worker);
-  worker.postMessage(share);
-  return result.finally(() => worker.terminate());
-}
+// ---- The bench's table (e): this storm against each server.
 
-function reply<T>(worker: Worker): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    worker.onmessage = (event) => resolve(event.data);
-    worker.onerror = (event) => {
-      event.preventDefault();
-      worker.terminate();
-      reject(new Error(event.message));
-    };
-  });
-}
+export type StormRow = { server: string; note: string } & Partial<StormResult>;
 
-// ---- In a worker: its share of the clients, all connecting at once.
-
-async function runShare(share: Share): Promise<ShareResult> {
-  const until = share.at + share.seconds * 1000;
-  const result: ShareResult = {
-    connectedMs: [],
-    connectError: "",
-    firstReplyMs: [],
-    roundTripsMs: [],
-    wrong: 0,
-    closedByServer: 0,
-  };
-  async function client(id: number) {
-    let conn: Deno.Conn;
-    try {
-      const signal = AbortSignal.timeout(until - epochMs());
-      conn = await Deno.connect({ hostname: HOST, port: share.port, signal });
-    } catch (err) {
-      if (epochMs() < until) result.connectError ||= (err as Error).message;
-      return;
-    }
-    result.connectedMs.push(epochMs() - share.at);
-    // A reply still awaited at the end is not coming in time: closing the
-    // connection ends the wait.
-    const timer = setTimeout(() => conn.close(), until - epochMs());
-    const line = encoder.encode(`${id}`.padStart(15, "0") + "\n");
-    const reply = new Uint8Array(256);
-    try {
-      for (let first = true;; first = false) {
-        const sentAt = epochMs();
-        await writeAll(conn, line);
-        const length = await readLine(conn, reply);
-        const now = epochMs();
-        if (now >= until) break;
-        // Anything but the echo (an ERROR line, say) is no answer.
-        if (!endsWith(reply.subarray(0, length), line)) {
-          result.wrong++;
-          break;
-        }
-        if (first) result.firstReplyMs.push(now - share.at);
-        result.roundTripsMs.push(now - sentAt);
-      }
-      clearTimeout(timer);
-      conn.close();
-    } catch (err) {
-      if (err instanceof ClosedByServer) result.closedByServer++;
-      if (err instanceof WrongReply) result.wrong++;
-      clearTimeout(timer);
-    }
-  }
-  await Promise.all(
-    Array.from({ length: share.clients }, (_, id) => client(id)),
-  );
-  return result;
-}
-
-const encoder = new TextEncoder();
-
-// A write may take only part of the bytes.
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
-  while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
-}
-
-// Reads one reply line into `buffer`; returns its length with the "\n".
-export async function readLine(conn: Deno.Conn, buffer: Uint8Array) {
-  let filled = 0;
-  for (;;) {
-    const n = await conn.read(buffer.subarray(filled));
-    if (n === null) throw new ClosedByServer("server closed the connection");
-    const lf = buffer.subarray(0, filled + n).indexOf(10, filled);
-    filled += n;
-    if (lf === filled - 1) return filled;
-    if (lf !== -1 || filled === buffer.length) throw new WrongReply();
-  }
-}
-
-export class WrongReply extends Error {}
-export class ClosedByServer extends Error {}
-
-function endsWith(bytes: Uint8Array, end: Uint8Array) {
-  const tail = bytes.subarray(bytes.length - end.length);
-  return tail.length === end.length && tail.every((b, i) => b === end[i]);
-}
-
-// ---- The small server: deno_bare's loop, plus when each connection was
-// accepted and first read, to tell a slow accept from a slow first read.
-// It echoes each read as it came, without the time: the least a server
-// can do per message.
-
-type Arrival = { accepted: number; firstRead: number | null }; // epoch ms
-
-// Once every connection of a storm has closed, `report` gets a summary.
-function serveSmall(port: number, report: (summary: string) => void) {
-  const listener = listen(port);
-  let arrivals: Arrival[] = [];
-  let open = 0;
-  (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch { // out of descriptors, say: wait a little, and accept again
-        await new Promise((retry) => setTimeout(retry, 100));
-        continue;
-      }
-      const arrival = { accepted: epochMs(), firstRead: null };
-      arrivals.push(arrival);
-      open++;
-      echo(conn, arrival).then(() => {
-        if (--open) return;
-        report(summarize(arrivals));
-        arrivals = [];
-      });
-    }
-  })();
-  return listener;
-}
-
-// When the small server accepted each client, and first read from it,
-// counted from its first accept.
-function summarize(arrivals: Arrival[]) {
-  const at = arrivals[0].accepted;
-  const read = arrivals.filter((a) => a.firstRead !== null);
-  const waits = read.map((a) => a.firstRead! - a.accepted).sort(byValue);
-  const lastAccept = Math.max(...arrivals.map((a) => a.accepted)) - at;
-  const lastRead = Math.max(...read.map((a) => a.firstRead!)) - at;
-  return [
-    `small server:  accepted ${arrivals.length}, the last ${ms(lastAccept)} ` +
-    "after the first",
-    `               first read from ${read.length}, the last at ` +
-    `${ms(read.length ? lastRead : null)}`,
-    `               accept to first read: median ` +
-    `${ms(percentile(waits, 0.5))}, max ${ms(waits.at(-1) ?? null)}`,
-  ].join("\n");
-}
-
-function listen(port: number): Deno.Listener {
+export async function stormRow(
+  server: Server,
+  clients: number,
+  seconds: number,
+): Promise<StormRow> {
+  const row = { server: label(server.target, clients) };
+  const tooMany = fileLimitNote(clients);
+  if (tooMany) return { ...row, note: tooMany };
   try {
-    return Deno.listen({ hostname: HOST, port });
+    const result = await storm(server.port, clients, seconds);
+    return { ...row, ...result, note: "" };
   } catch (err) {
-    console.error(`error: ${HOST}:${port}: ${(err as Error).message}`);
-    Deno.exit(1);
+    return { ...row, note: `skipped: ${(err as Error).message}` };
   }
 }
 
-async function echo(conn: Deno.Conn, arrival: Arrival) {
-  const buffer = new Uint8Array(1024);
-  try {
-    for (;;) {
-      const n = await conn.read(buffer);
-      if (n === null) break;
-      arrival.firstRead ??= epochMs();
-      await writeAll(conn, buffer.subarray(0, n));
-    }
-  } catch { /* reset by the client */ }
-  try {
-    conn.close();
-  } catch { /* closed already */ }
+export function stormTable(rows: StormRow[], clients: number, seconds: number) {
+  if (clients === 0) return [];
+  const orNone = (x: number | null | undefined) => x == null ? NaN : x;
+  return [
+    `## (e) Connect storm: ${clients} clients connect at once and ` +
+    `ping-pong for ${seconds} s`,
+    "",
+    ...table(
+      ["server", "connected", "by", "first reply", "all by", "99% by"]
+        .concat(["replies/s", "p99", "note"]),
+      rows.map((r) => [
+        r.server,
+        r.connected === undefined ? "-" : `${r.connected} of ${r.clients}`,
+        ms(orNone(r.allConnectedMs)),
+        r.answered === undefined ? "-" : `${r.answered} of ${r.clients}`,
+        ms(orNone(r.allAnsweredMs)),
+        ms(orNone(r.firstReplyP99Ms)),
+        count(orNone(r.repliesPerSecond)),
+        ms(orNone(r.roundTripP99Ms)),
+        [
+          r.note,
+          r.wrong ? `${r.wrong} wrong replies` : "",
+          r.closedByServer ? `${r.closedByServer} closed by the server` : "",
+        ].filter(Boolean).join("; "),
+      ]),
+    ),
+    "",
+    ...paragraph(
+      "Connected by: when the last connect completed; first reply: " +
+        "clients that had the echo of their first line within the row; " +
+        "all by: when the last of them had it; 99% by: when 99 in 100 of " +
+        "the clients had it (-: they never did); times count from the " +
+        "start of the storm. The bare loop (bench/peers/deno.ts) is the " +
+        "least a Deno server can do per message: a mode should answer as " +
+        "many, as soon. Handshakes past a full listen backlog (511) are " +
+        "dropped by the kernel, and the client tries again after a " +
+        "second. docs/notes/2026-12-01-connect-storm.md says why one busy " +
+        "event loop may leave some clients unanswered, and what to do.",
+    ),
+    "",
+  ];
 }
 
 // ---- The command line.
@@ -335,10 +192,10 @@ async function main() {
 export function describe(r: StormResult, seconds: number): string {
   const connected = r.allConnectedMs === null
     ? (r.connectError ? `; the first failure: ${r.connectError}` : "")
-    : `, the last at ${ms(r.allConnectedMs)}`;
+    : `, the last at ${wholeMs(r.allConnectedMs)}`;
   const answered = r.allAnsweredMs === null
     ? `${r.clients - r.answered} never did`
-    : `the last at ${ms(r.allAnsweredMs)}`;
+    : `the last at ${wholeMs(r.allAnsweredMs)}`;
   const trouble = [
     r.wrong && `${r.wrong} wrong replies`,
     r.closedByServer && `${r.closedByServer} closed by the server`,
@@ -346,9 +203,9 @@ export function describe(r: StormResult, seconds: number): string {
   return [
     `connected:     ${r.connected} of ${r.clients}${connected}`,
     `first reply:   ${r.answered} within ${seconds} s; ${answered}; ` +
-    `99% of clients by ${ms(r.firstReplyP99Ms)}`,
+    `99% of clients by ${wholeMs(r.firstReplyP99Ms)}`,
     `round trips:   ${Math.round(r.repliesPerSecond)}/s, ` +
-    `p99 ${ms(r.roundTripP99Ms)}${trouble && `; ${trouble}`}`,
+    `p99 ${wholeMs(r.roundTripP99Ms)}${trouble && `; ${trouble}`}`,
   ].join("\n");
 }
 
@@ -386,38 +243,4 @@ function int(name: string, text: string, min: number, max: number) {
   throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
 }
 
-// ---- Small helpers
-
-// The limit on open files, where /proc tells it (Linux).
-export function openFileLimit(): number | null {
-  try {
-    const limits = Deno.readTextFileSync("/proc/self/limits");
-    return Number(/Max open files\s+(\d+)/.exec(limits)?.[1]) || null;
-  } catch {
-    return null;
-  }
-}
-
-// Milliseconds on one clock for the main thread and the workers.
-function epochMs() {
-  return performance.timeOrigin + performance.now();
-}
-
-function percentile(sorted: number[], p: number): number | null {
-  return sorted.length ? sorted[Math.ceil(p * sorted.length) - 1] : null;
-}
-
-const byValue = (a: number, b: number) => a - b;
-const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-const ms = (x: number | null) => x === null ? "-" : `${Math.round(x)} ms`;
-
-if ("WorkerGlobalScope" in globalThis) {
-  // Typed as a window here; in a worker it is a worker's global scope.
-  const scope = self as unknown as Worker;
-  scope.onmessage = async (event: MessageEvent<Share>) => {
-    scope.postMessage(await runShare(event.data));
-  };
-  scope.postMessage("ready");
-} else if (import.meta.main) {
-  await main();
-}
+if (import.meta.main) await main();
