@@ -170,21 +170,24 @@ function merge(tallies: Tally[]): Tally {
 
 // A connection's requests until `until`. A reply still awaited then is not
 // coming in time: closing the connections (ours, afterwards) ends the wait.
+// Times are read on this thread's clock, once before a request and once
+// after its reply.
 async function pingPong(conn: Deno.Conn, id: number, run: Run, t: Tally) {
   const line = new Uint8Array(LINE);
   const reply = new Uint8Array(256); // reused: no garbage per message
+  const until = run.until - performance.timeOrigin;
   try {
     for (let seq = 0;; seq++) {
       request(id, seq, line);
       const sent = performance.now();
       await writeAll(conn, line);
       const length = await readLine(conn, reply);
-      const took = performance.now() - sent;
-      if (epochMs() >= run.until) return;
+      const now = performance.now();
+      if (now >= until) return;
       // Anything but the echo (an ERROR line, say) is no answer.
       if (!isEcho(reply, length, line)) return void t.wrong++;
-      if (seq === 0) t.firstReplyMs.push(epochMs() - run.at);
-      t.roundTripsMs.push(took);
+      if (seq === 0) t.firstReplyMs.push(performance.timeOrigin + now - run.at);
+      t.roundTripsMs.push(now - sent);
     }
   } catch (err) {
     if (epochMs() >= run.until) return;
