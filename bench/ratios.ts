@@ -5,7 +5,7 @@
  * a round run one after another, so a ratio compares two servers measured
  * seconds apart, in the same state of the machine.
  */
-import { median, paragraph, table } from "./format.ts";
+import { median, paragraph, plural, table } from "./format.ts";
 import type { PingRow } from "./ping-pong.ts";
 import { BARE } from "./runner.ts";
 import type { Runtime } from "./runtimes.ts";
@@ -21,7 +21,7 @@ export function ratioTable(
   const servers = [...new Set(rows.map((r) => r.server))]
     .filter((server) => !server.startsWith(BARE));
   const lines = table(
-    ["server", ...options.conns.map((c) => `${c} conns`)]
+    ["server", ...options.conns.map((c) => plural(c, "conn"))]
       .concat([`p99 at ${most}`]),
     servers.map((server) => {
       const own = rows.filter((r) => r.server === server);
