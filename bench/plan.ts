@@ -131,7 +131,9 @@ function holdJob(target: Target, results: Results): Job {
     steps: [{
       what: `(a) hold: ${label(target, HOLD_POOL)}, ${HOLD_CLIENTS} clients`,
       seconds: START + turns * HOLD_MS / 1000,
-      run: async (server) => void results.hold.push(await hold(server, mode)),
+      run: async (server) => {
+        results.hold.push(await hold(server, mode));
+      },
     }],
   };
 }
@@ -144,8 +146,9 @@ function idleJob(target: Target, options: Settings, results: Results): Job {
       what: `(c) memory: ${label(target, options.idle)}, ` +
         plural(options.idle, "idle connection"),
       seconds: START + 2 + options.idle / 1000,
-      run: async (server) =>
-        void results.idle.push(await idleRow(server, options.idle)),
+      run: async (server) => {
+        results.idle.push(await idleRow(server, options.idle));
+      },
     }],
   };
 }
@@ -167,24 +170,25 @@ function pingJob(
       what: `(b) ping-pong${rounds}: ${label(target, pool)}, ` +
         plural(conns, "connection"),
       seconds: (i ? 0 : START + 1) + options.seconds + 0.5,
-      run: async (server) =>
-        void results.ping.push(await pingRow(server, conns, round, options)),
+      run: async (server) => {
+        results.ping.push(await pingRow(server, conns, round, options));
+      },
     })),
   };
 }
 
 function framingJob(target: Target, options: Settings, results: Results): Job {
   const mib = options.framingMiB;
+  const name = label(target, HOLD_POOL); // fixed-pool's default pool
   return {
     target,
     args: ["--max-line", `${Math.max(...LINE_LENGTHS)}`],
     steps: [{
-      what: `(d) framing: ${
-        label(target, HOLD_POOL)
-      }, ${mib} MiB a line length`,
+      what: `(d) framing: ${name}, ${mib} MiB a line length`,
       seconds: START + mib * LINE_LENGTHS.length / 20,
-      run: async (server) =>
-        void results.framing.push(await framingRow(server, mib, HOLD_POOL)),
+      run: async (server) => {
+        results.framing.push(await framingRow(server, mib, HOLD_POOL));
+      },
     }],
   };
 }
@@ -198,8 +202,9 @@ function stormJob(target: Target, options: Settings, results: Results): Job {
       what: `(e) storm: ${label(target, storm)}, ${plural(storm, "client")} ` +
         "at once",
       seconds: START + 1 + seconds,
-      run: async (server) =>
-        void results.storm.push(await stormRow(server, storm, seconds)),
+      run: async (server) => {
+        results.storm.push(await stormRow(server, storm, seconds));
+      },
     }],
   };
 }
