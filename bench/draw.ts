@@ -98,7 +98,7 @@ function panel(x: number, width: number, title: string, groups: Group[]) {
 const TIMELINE = { width: 760, lane: 5, gap: 1, left: 24, right: 24 };
 const WAITING = "#f0a030", SERVED = "#2f8f4e";
 
-export type Panel = { title: string; lanes: Lane[] };
+type Panel = { title: string; lanes: Lane[] };
 
 // Lanes in the order their clients were served (those never served last),
 // on one time scale for all panels, so that the panels compare at a glance.

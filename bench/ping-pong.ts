@@ -30,7 +30,7 @@ const CLIENT_BOUND = 90; // % of one core at which the bench is the limit
 const WARM_UP = { conns: 16, seconds: 1 }; // not counted: the JITs settle
 
 // Client threads: one core is left to the server; more than four buy little.
-export const THREADS = Math.max(
+const THREADS = Math.max(
   1,
   Math.min(4, navigator.hardwareConcurrency - 1),
 );

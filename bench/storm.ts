@@ -35,7 +35,7 @@ const USAGE = `usage: deno run -A bench/storm.ts [flags]
   --serve       only start the small server, on --port (0: a free one)
   --help        this text`;
 
-export type StormResult = {
+type StormResult = {
   clients: number;
   connected: number;
   allConnectedMs: number | null; // when the last connect completed, if all did
@@ -189,7 +189,7 @@ async function main() {
   Deno.exit(0);
 }
 
-export function describe(r: StormResult, seconds: number): string {
+function describe(r: StormResult, seconds: number): string {
   const connected = r.allConnectedMs === null
     ? (r.connectError ? `; the first failure: ${r.connectError}` : "")
     : `, the last at ${wholeMs(r.allConnectedMs)}`;
