@@ -1,9 +1,10 @@
-// The timeline of the bench's hold test (client/bench.ts --timeline), drawn
+// The timeline of the bench's hold test (bench/draw.ts, for --timeline), drawn
 // from fixed data: a panel per mode, a lane per client in the order they
 // were served, waiting and served bars where the times say.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type Lane, timelineSvg } from "../client/bench.ts";
+import { timelineSvg } from "../bench/draw.ts";
+import type { Lane } from "../bench/hold.ts";
 
 const WAITING = 'fill="#f0a030"', SERVED = 'fill="#2f8f4e"';
 
