@@ -49,7 +49,8 @@ import { stormTable } from "./storm.ts";
 const CORES = navigator.hardwareConcurrency;
 const USAGE = `usage: deno task bench [flags]
   --modes LIST       modes to measure (${MODES.join(",")})
-  --conns LIST       connections for each ping-pong row (1,16,256)
+  --conns LIST       connections for each ping-pong row; 0 skips (1,16,256)
+  --work MS          the hold test's --work: CPU ms for each line (0)
   --seconds S        seconds per ping-pong row (3)
   --rounds N         ping-pong rounds; the servers take turns in each (1)
   --peers            also each runtime's bare loop, the modes on Bun (off)
@@ -71,6 +72,7 @@ function parseOptions(args: string[]) {
     options: {
       modes: { type: "string", default: MODES.join(",") },
       conns: { type: "string", default: "1,16,256" },
+      work: { type: "string", default: "0" },
       seconds: { type: "string", default: "3" },
       rounds: { type: "string", default: "1" },
       peers: { type: "boolean", default: false },
@@ -90,7 +92,10 @@ function parseOptions(args: string[]) {
   return {
     ...flag,
     modes: [...new Set(modes)],
-    conns: flag.conns.split(",").map((text) => int("conns", text, 1, 10000)),
+    conns: flag.conns === "0" // 0 skips ping-pong
+      ? []
+      : flag.conns.split(",").map((text) => int("conns", text, 1, 10000)),
+    work: int("work", flag.work, 0, 60000),
     seconds: int("seconds", flag.seconds, 1, 600),
     rounds: int("rounds", flag.rounds, 1, 100),
     idle: int("idle", flag.idle, 0, 100000), // 0 skips the memory test
@@ -118,9 +123,9 @@ function report(
     `${versions.join(", ")} on ${Deno.build.os}, ${CORES} CPU cores, ` +
     `shared by the bench and the server.`,
     "",
-    ...holdTable(results.hold),
-    ...pingTable(results.ping, settings),
-    ...(settings.peers
+    ...holdTable(results.hold, settings.work),
+    ...(settings.conns.length ? pingTable(results.ping, settings) : []),
+    ...(settings.peers && settings.conns.length
       ? ratioTable(results.ping, settings, runtimes.missing)
       : []),
     ...(settings.idle ? idleTable(results.idle, settings.idle) : []),
@@ -141,9 +146,13 @@ function drawChart(results: Results, settings: Settings) {
   );
 }
 
-function drawTimeline(results: Results) {
+function drawTimeline(results: Results, work: number) {
   return timelineSvg(
-    results.hold.map((r) => ({ title: timelineTitle(r), lanes: r.lanes })),
+    results.hold.map((r) => ({
+      title: timelineTitle(r, work),
+      lanes: r.lanes,
+    })),
+    work,
   );
 }
 
@@ -202,7 +211,11 @@ async function main() {
   removeBuilt();
   console.log(report(results, settings, runtimes));
   write(options.svg, "Chart", () => drawChart(results, settings));
-  write(options.timeline, "Timeline", () => drawTimeline(results));
+  write(
+    options.timeline,
+    "Timeline",
+    () => drawTimeline(results, options.work),
+  );
   const wrong = results.ping.reduce((sum, r) => sum + r.wrong, 0);
   if (wrong) fail(`${wrong} replies did not match their request`, 1);
   Deno.exit(0);

@@ -102,7 +102,7 @@ type Panel = { title: string; lanes: Lane[] };
 
 // Lanes in the order their clients were served (those never served last),
 // on one time scale for all panels, so that the panels compare at a glance.
-export function timelineSvg(panels: Panel[]): string {
+export function timelineSvg(panels: Panel[], work = 0): string {
   const { width, lane, gap, left, right } = TIMELINE;
   const end = Math.max(
     1,
@@ -118,7 +118,8 @@ export function timelineSvg(panels: Panel[]): string {
     `height="${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" rx="6" fill="white"/>`,
     `<text x="20" y="22" font-weight="bold">Who waits: ${HOLD_CLIENTS} ` +
-    `clients connect at once; each holds ${HOLD_MS} ms after its reply</text>`,
+    `clients connect at once; each holds ${HOLD_MS} ms after its reply` +
+    (work ? `; each line costs ${work} ms of CPU` : "") + "</text>",
     `<rect x="20" y="32" width="12" height="10" fill="${WAITING}"/>`,
     `<text x="38" y="41">connected, waiting for its reply</text>`,
     `<rect x="250" y="32" width="12" height="10" fill="${SERVED}"/>`,

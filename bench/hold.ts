@@ -3,7 +3,7 @@
  * reply it keeps the connection HOLD_MS. Who waits for whom?
  */
 import { ms, paragraph, percentile, table } from "./format.ts";
-import { label, type Mode, type Server } from "./runner.ts";
+import { label, type Mode, type Server, workers } from "./runner.ts";
 import {
   closeAll,
   HOST,
@@ -36,11 +36,16 @@ export type Lane = {
   closed: number;
 };
 
-export async function hold(server: Server, mode: Mode): Promise<HoldRow> {
+export async function hold(
+  server: Server,
+  mode: Mode,
+  work: number,
+): Promise<HoldRow> {
   const open = new Set<Deno.Conn>();
   const start = performance.now();
   // Every wait ends by then: connects are aborted, connections closed.
-  const signal = AbortSignal.timeout(HOLD_CLIENTS * HOLD_MS * 2 + 10_000);
+  const longest = HOLD_CLIENTS * (HOLD_MS + work) * 2 + 10_000;
+  const signal = AbortSignal.timeout(longest);
   signal.onabort = () => closeAll(open);
   const target = { hostname: HOST, port: server.port, signal };
   const lanes = await Promise.all(
@@ -95,10 +100,11 @@ async function holdOne(
   return lane;
 }
 
-export function holdTable(rows: HoldRow[]) {
+export function holdTable(rows: HoldRow[], work: number) {
+  const cpu = work ? `, each line costs ${work} ms of CPU` : "";
   return [
     `## (a) Hold: ${HOLD_CLIENTS} clients at once, each keeps its ` +
-    `connection ${HOLD_MS} ms after its reply`,
+    `connection ${HOLD_MS} ms after its reply${cpu}`,
     "",
     ...table(
       ["server", "replied", "reply p50", "reply max", "total", "expected"],
@@ -108,18 +114,34 @@ export function holdTable(rows: HoldRow[]) {
         ms(r.p50),
         ms(r.max),
         ms(r.total),
-        `about ${turns(r.mode)} x ${HOLD_MS} ms`,
+        expected(r, work),
       ]),
     ),
     "",
     ...paragraph(
       "Time to reply counts from the start of the connect. Serial answers " +
         "one client at a time, so each waits while everyone before it holds " +
-        `its ${HOLD_MS} ms; the pool answers ${HOLD_POOL} at a time; a task ` +
-        "per connection answers all of them at once.",
+        `its ${HOLD_MS} ms; ` +
+        (work
+          ? "on the other modes, each thread does one line's work at a " +
+            "time, so one event loop answers the last client after all " +
+            "twenty lines' work, and worker-pool shares it among its threads."
+          : `the pool answers ${HOLD_POOL} at a time; a task per connection ` +
+            "answers all of them at once."),
     ),
     "",
   ];
+}
+
+// What the table expects of the total: turns of HOLD_MS without work; with
+// it, one event loop does all the work in turn, one thread at a time.
+function expected(row: HoldRow, work: number) {
+  if (!work) return `about ${turns(row.mode)} x ${HOLD_MS} ms`;
+  if (row.mode === "serial") {
+    return `about ${HOLD_CLIENTS} x ${HOLD_MS + work} ms`;
+  }
+  const threads = row.mode === "worker-pool" ? workers.count : 1;
+  return `at least ${HOLD_CLIENTS / threads} x ${work} ms`;
 }
 
 // How many turns of HOLD_MS the clients need, as the mode serves them.
@@ -128,13 +150,25 @@ export function turns(mode: Mode) {
   return Math.ceil(HOLD_CLIENTS / (atOnce ?? HOLD_CLIENTS));
 }
 
-// A title for each mode's panel of the timeline.
-export function timelineTitle(row: HoldRow) {
-  const titles: Record<Mode, string> = {
-    serial: "serial: one at a time",
-    "fixed-pool": `fixed-pool --pool-size ${HOLD_POOL}: ${HOLD_POOL} at a time`,
-    "thread-per-connection": "thread-per-connection: all at once",
-    "worker-pool": `${row.server}: all at once`,
-  };
+// A title for each mode's panel of the timeline; with --work, where the
+// lines' work is done.
+export function timelineTitle(row: HoldRow, work: number) {
+  const titles: Record<Mode, string> = work
+    ? {
+      serial: `serial --work ${work}: one at a time`,
+      "fixed-pool": `fixed-pool --pool-size ${HOLD_POOL} --work ${work}: ` +
+        "one thread, the work in turn",
+      "thread-per-connection": `thread-per-connection --work ${work}: ` +
+        "one thread, the work in turn",
+      "worker-pool": `${row.server} --work ${work}: ` +
+        `${workers.count} threads`,
+    }
+    : {
+      serial: "serial: one at a time",
+      "fixed-pool":
+        `fixed-pool --pool-size ${HOLD_POOL}: ${HOLD_POOL} at a time`,
+      "thread-per-connection": "thread-per-connection: all at once",
+      "worker-pool": `${row.server}: all at once`,
+    };
   return titles[row.mode];
 }

@@ -30,6 +30,7 @@ import { type StormRow, stormRow } from "./storm.ts";
 export type Settings = {
   modes: Mode[];
   conns: number[];
+  work: number; // the hold test's --work, CPU ms per line
   seconds: number;
   rounds: number;
   idle: number;
@@ -99,9 +100,9 @@ function jobs(options: Settings, results: Results): Job[] {
     ])
     : deno;
   return [
-    ...deno.map((target) => holdJob(target, results)),
+    ...deno.map((target) => holdJob(target, options.work, results)),
     ...Array.from(
-      { length: options.rounds },
+      { length: options.conns.length ? options.rounds : 0 },
       (_, round) =>
         all.map((target) => pingJob(target, round + 1, options, results)),
     ).flat(),
@@ -122,17 +123,17 @@ function poolArgs({ mode }: Target, pool: number) {
   return mode === "fixed-pool" ? ["--pool-size", `${pool}`] : [];
 }
 
-function holdJob(target: Target, results: Results): Job {
+function holdJob(target: Target, work: number, results: Results): Job {
   const mode = target.mode as Mode;
   const turns = mode === "serial" ? HOLD_CLIENTS : 2;
   return {
     target,
-    args: poolArgs(target, HOLD_POOL),
+    args: [...poolArgs(target, HOLD_POOL), "--work", `${work}`],
     steps: [{
       what: `(a) hold: ${label(target, HOLD_POOL)}, ${HOLD_CLIENTS} clients`,
-      seconds: START + turns * HOLD_MS / 1000,
+      seconds: START + (turns * HOLD_MS + HOLD_CLIENTS * work) / 1000,
       run: async (server) => {
-        results.hold.push(await hold(server, mode));
+        results.hold.push(await hold(server, mode, work));
       },
     }],
   };

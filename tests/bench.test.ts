@@ -516,3 +516,20 @@ async function waitFor(ready: () => boolean) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+test(
+  "bench hold --work: one event loop does the lines' work in turn",
+  LONG,
+  async () => {
+    const args = ["--modes", "thread-per-connection", "--conns", "0", "--idle"]
+      .concat(["0", "--framing-mib", "0", "--storm", "0", "--work", "100"]);
+    const { code, stdout, stderr } = await bench(args);
+    assert.equal(code, 0, stderr);
+    const heading = "each line costs 100 ms of CPU";
+    const [, replied, , max] = row(stdout, heading, "thread-per-connection");
+    assert.equal(replied, "20 of 20");
+    // 20 lines of 100 ms on one thread: the last reply cannot come sooner.
+    assert.ok(ms(max) >= 2000, `last reply after ${max}`);
+    assert.doesNotMatch(stdout, /## \(b\)/); // --conns 0: no ping-pong
+  },
+);

@@ -71,3 +71,10 @@ test("timeline: a labelled second on one time scale for every panel", () => {
   const served = bars(svg).filter((bar) => bar.fill === SERVED);
   assert.equal(served[0].width, served[1].width);
 });
+
+test("timeline: with --work, the title says what each line costs", () => {
+  const lanes = [{ connected: 0, replied: 60, closed: 260 }];
+  const svg = timelineSvg([{ title: "serial --work 50", lanes }], 50);
+  assert.match(svg, /each line costs 50 ms of CPU/);
+  assert.doesNotMatch(timelineSvg([{ title: "serial", lanes }]), /CPU/);
+});
