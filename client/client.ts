@@ -42,6 +42,19 @@ function parseOptions(args: string[]) {
   };
 }
 
+// A message may start with "-" (-m -5, -m --help): the word after -m or
+// --message is always the message, as getopt takes it. (parseArgs would
+// refuse it, in case a forgotten value left the next flag in its place.)
+function joinMessages(args: string[]): string[] {
+  const joined: string[] = [];
+  for (const arg of args) {
+    const isMessage = ["-m", "--message"].includes(joined.at(-1) ?? "");
+    if (isMessage) joined.pop();
+    joined.push(isMessage ? `--message=${arg}` : arg);
+  }
+  return joined;
+}
+
 function int(name: string, text: string, min: number, max: number) {
   if (/^\d+$/.test(text) && +text >= min && +text <= max) return +text;
   throw new Error(`--${name} must be a whole number from ${min} to ${max}`);
@@ -98,65 +111,140 @@ function startCommand(): string {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true }); // keep U+FEFF
 
-// Reads replies: a line each (line framing), or whatever one read of up to
-// 1024 bytes returns (raw framing, like the tutorial's client).
-class Replies {
-  #pending = new Uint8Array(0);
-  #buffer = new Uint8Array(1024);
-
-  constructor(readonly conn: Deno.Conn) {}
-
-  async line(): Promise<string> {
-    for (;;) {
-      const lf = this.#pending.indexOf(10);
-      if (lf !== -1) {
-        const line = decoder.decode(this.#pending.subarray(0, lf));
-        this.#pending = this.#pending.subarray(lf + 1);
-        return line;
-      }
-      const chunk = await this.read();
-      const joined = new Uint8Array(this.#pending.length + chunk.length);
-      joined.set(this.#pending);
-      joined.set(chunk, this.#pending.length);
-      this.#pending = joined;
-    }
-  }
-
-  async read(): Promise<Uint8Array> {
-    let n: number | null;
-    try {
-      n = await this.conn.read(this.#buffer);
-    } catch {
-      fail("connection reset by server");
-    }
-    if (n === null) fail("server closed the connection");
-    return this.#buffer.slice(0, n);
-  }
-}
-
-// Sends each message and prints its reply before sending the next. In line
-// framing a message is sent with a "\n" after it, and each "\n" in it ends
-// one more line, so one more reply is awaited. In raw framing an empty
-// message is skipped: zero bytes get no reply.
-async function converse(
+// Sends each message, then waits until its replies are printed. A line goes
+// out with its "\n" in one write. A "\n" sent alone would wait about 40 ms:
+// Nagle's algorithm holds it back until the bytes before it are
+// acknowledged, and the server delays that, hoping to send it with a reply.
+// (A whole line never waits: the reply to the last one acknowledged it all.)
+// Each "\n" in a message ends one more line, so one more reply is awaited.
+// In raw framing an empty message is skipped: zero bytes get no reply.
+export async function converse(
   conn: Deno.Conn,
   framing: string,
   messages: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
 ) {
-  const replies = new Replies(conn);
+  const replies = new Replies(conn, framing);
+  let asked = 0;
   for await (const message of messages) {
     if (framing === "raw" && message.length === 0) continue;
-    await send(conn, framing === "raw" ? [message] : [message, NEWLINE]);
-    const lines = framing === "raw" ? 1 : count(message, LF) + 1;
-    for (let i = 0; i < lines; i++) {
-      const reply = framing === "raw"
-        ? decoder.decode(await replies.read())
-        : await replies.line();
-      console.log(reply);
-      // The server says why it ends a connection, then closes it.
-      if (reply.startsWith("ERROR ")) fail("server closed the connection");
+    await send(conn, framing === "raw" ? message : join([message, NEWLINE]));
+    asked += framing === "raw" ? 1 : count(message, LF) + 1;
+    await replies.printed(asked);
+  }
+}
+
+// Reads the replies and prints each as it comes, for as long as the
+// connection lasts: a line each (line framing), or whatever one read of up
+// to 1024 bytes returns (raw framing, like the tutorial's client). It reads
+// even while the client waits for the user to type: a server that ends the
+// connection (an idle timeout, say) says why in a last line, `ERROR <why>`,
+// and the user sees it at once, not after typing a line that meets a reset.
+class Replies {
+  #printed = 0; // replies printed so far
+  #ended = ""; // how the connection ended, once it has
+  #wake = () => {};
+  #buffer = new Uint8Array(1024);
+  #start = 0; // where the next line starts
+  #end = 0; // where the bytes read end
+  #searched = 0; // where the search for "\n" goes on
+
+  constructor(readonly conn: Deno.Conn, readonly framing: string) {
+    this.#printAll();
+  }
+
+  // Waits until `count` replies in all are printed. If the connection ends
+  // first, so does the client.
+  async printed(count: number) {
+    while (this.#printed < count) {
+      if (this.#ended) fail(this.#ended);
+      await new Promise<void>((wake) => this.#wake = wake);
     }
   }
+
+  async #printAll() {
+    try {
+      for (;;) {
+        const reply = this.framing === "raw"
+          ? await this.#raw()
+          : await this.#line();
+        if (prompting) await print("\n"); // not after the prompt's "> "
+        await print(`${reply}\n`);
+        if (reply.startsWith("ERROR ")) {
+          fail(`server closed the connection: ${reply.slice(6).trimEnd()}`);
+        }
+        this.#printed++;
+        this.#wake();
+      }
+    } catch (err) {
+      this.#ended = (err as Error).message;
+      this.#wake();
+      // At the prompt the user learns it at once; with -m or a pipe, when the
+      // next line is sent, since the input may have ended too.
+      if (prompting) {
+        await print("\n");
+        fail(this.#ended);
+      }
+    }
+  }
+
+  // A reply line can be long (a server's --max-line can be a megabyte): it
+  // is read into one buffer that doubles when full, and only new bytes are
+  // searched for its "\n", so a long line costs no more per byte than a
+  // short one.
+  async #line(): Promise<string> {
+    for (;;) {
+      const read = this.#buffer.subarray(0, this.#end);
+      const lf = read.indexOf(LF, this.#searched);
+      if (lf !== -1) {
+        const line = decoder.decode(this.#buffer.subarray(this.#start, lf));
+        this.#start = this.#searched = lf + 1;
+        return line;
+      }
+      this.#searched = this.#end;
+      if (this.#end === this.#buffer.length) this.#makeRoom();
+      this.#end += await this.#read(this.#buffer.subarray(this.#end));
+    }
+  }
+
+  async #raw(): Promise<string> {
+    const n = await this.#read(this.#buffer);
+    return decoder.decode(this.#buffer.subarray(0, n));
+  }
+
+  // Moves the unfinished line to the front, into a buffer twice as big if
+  // it fills more than half of this one. Each move leaves at least half the
+  // buffer free, so the bytes moved add up to at most twice the bytes read.
+  #makeRoom() {
+    const unfinished = this.#buffer.subarray(this.#start, this.#end);
+    const size = this.#buffer.length;
+    const buffer = unfinished.length > size / 2
+      ? new Uint8Array(size * 2)
+      : this.#buffer;
+    buffer.set(unfinished);
+    this.#buffer = buffer;
+    this.#searched -= this.#start;
+    this.#end -= this.#start;
+    this.#start = 0;
+  }
+
+  // Reads into `into`; fails, saying how, once the connection has ended.
+  async #read(into: Uint8Array): Promise<number> {
+    const n = await this.conn.read(into).catch(() => {
+      throw new Error("connection reset by server");
+    });
+    if (n === null) throw new Error("server closed the connection");
+    return n;
+  }
+}
+
+// Writes to stdout, and waits until it is written: when stdout is a pipe
+// whose reader has gone (`client | head -1`), nobody will see another reply,
+// so the client stops at once instead of sending on. It stops quietly, with
+// the status of a program that SIGPIPE ends (128 + 13), as `seq` would.
+function print(text: string): Promise<void> {
+  return new Promise((written) => {
+    process.stdout.write(text, (err) => err ? Deno.exit(141) : written());
+  });
 }
 
 const LF = 10;
@@ -165,13 +253,12 @@ const count = (bytes: Uint8Array, byte: number) =>
   bytes.reduce((n, b) => b === byte ? n + 1 : n, 0);
 
 // A write may take only part of the bytes; loop until all are written.
-async function send(conn: Deno.Conn, pieces: Uint8Array[]) {
+async function send(conn: Deno.Conn, bytes: Uint8Array) {
   try {
-    for (let bytes of pieces) {
-      while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
-    }
+    while (bytes.length) bytes = bytes.subarray(await conn.write(bytes));
   } catch {
-    fail("connection reset by server");
+    // The server has closed or reset the connection. Replies says how, after
+    // the server's last line, which may still be unread.
   }
 }
 
@@ -203,11 +290,14 @@ function join(pieces: Uint8Array[]): Uint8Array {
 }
 
 // Lines typed at a `> ` prompt until an empty line or end of input.
+let prompting = false; // "> " is shown, and the line typed after it unended
 async function* typedLines(lines: AsyncIterator<Uint8Array>) {
   for (;;) {
-    process.stdout.write("> ");
+    prompting = true; // before the write of "> " is even under way
+    await print("> ");
     const { value, done } = await lines.next();
-    if (done) process.stdout.write("\n"); // Ctrl+D leaves the cursor after "> "
+    prompting = false;
+    if (done) await print("\n"); // Ctrl+D leaves the cursor after "> "
     if (done || value.length === 0) return;
     yield value;
   }
@@ -234,23 +324,19 @@ if (import.meta.main) {
   }
   let options: Options;
   try {
-    options = parseOptions(joinNegativeValues(Deno.args));
+    options = parseOptions(joinMessages(joinNegativeValues(Deno.args)));
   } catch (err) {
-    fail((err as Error).message.split(". ")[0], 2); // parseArgs says more
+    fail((err as Error).message.split(/\.\s/)[0], 2); // parseArgs says more
   }
   if (options.help) {
     console.log(USAGE);
     Deno.exit(0);
   }
   const conn = await connect(options);
-  if (options.message) {
-    const messages = options.message.map((text) => encoder.encode(text));
-    await converse(conn, options.framing, messages);
-  } else {
-    const lines = linesOf(process.stdin);
-    const messages = process.stdin.isTTY ? typedLines(lines) : lines;
-    await converse(conn, options.framing, messages);
-  }
+  const lines = linesOf(process.stdin); // read only if used
+  const messages = options.message?.map((text) => encoder.encode(text)) ??
+    (process.stdin.isTTY ? typedLines(lines) : lines);
+  await converse(conn, options.framing, messages);
   conn.close();
   Deno.exit(0);
 }

@@ -251,12 +251,11 @@ export class Connection {
     return this.#replyBuffer.subarray(0, written);
   }
 
-  // A write may take only part of the bytes. Only a partial write cuts: on
-  // Bun, the first cut of a small new array moves it to a buffer of its own.
+  // A write may take only part of the bytes: write the rest, and count
+  // every part the kernel takes as progress.
   async #writeAll(bytes: Uint8Array) {
     while (bytes.length) {
-      const written = await this.conn.write(bytes);
-      bytes = written < bytes.length ? bytes.subarray(written) : EMPTY;
+      bytes = bytes.subarray(await this.conn.write(bytes));
       this.lastProgress = performance.now();
     }
   }

@@ -3,7 +3,7 @@
 // Speed is never asserted: only structure, and what the models dictate.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdtempSync,
@@ -21,9 +21,11 @@ import {
   unusedPort,
   withServer,
 } from "./helpers.ts";
+import type { PingRow } from "../bench/ping-pong.ts";
+import { ratioTable } from "../bench/ratios.ts";
 
-const BENCH = "client/bench.ts";
-const STORM = "client/storm.ts";
+const BENCH = "bench/bench.ts";
+const STORM = "bench/storm.ts";
 
 // The bench is a Deno tool (`deno task bench`); under Bun there is no Deno
 // to start it with.
@@ -34,22 +36,24 @@ const LONG = { skip, timeout: 120_000 };
 type Run = { code: number | null; stdout: string; stderr: string };
 
 // Runs the bench as `deno task bench` does, killing it after two minutes.
-async function bench(args: string[], shell = ""): Promise<Run> {
-  const child = start(args, shell);
+async function bench(args: string[], shell = "", env?: Env): Promise<Run> {
+  const child = start(args, shell, env);
   const timer = setTimeout(() => child.process.kill("SIGKILL"), 120_000);
   const { code } = await child.exited;
   clearTimeout(timer);
   return { code, stdout: child.stdoutLines.join("\n"), stderr: child.stderr };
 }
 
+type Env = Record<string, string | undefined>;
+
 // `shell`, if given, runs first in `sh -c` (e.g. `ulimit -n 256`).
-function start(args: string[], shell = ""): Child {
+function start(args: string[], shell = "", env?: Env): Child {
   const deno = [process.execPath, "run", "-A", BENCH, ...args];
   const [file, ...argv] = shell
     ? ["sh", "-c", `${shell}; exec "$@"`, "sh", ...deno]
     : deno;
   const stdio = ["ignore", "pipe", "pipe"] as const;
-  return new Child(spawn(file, argv, { cwd: ROOT, stdio: [...stdio] }));
+  return new Child(spawn(file, argv, { cwd: ROOT, stdio: [...stdio], env }));
 }
 
 // The cells of the markdown table row that starts with `server`, after the
@@ -89,12 +93,59 @@ test("bench runs small and exits 0", LONG, async () => {
   }
 });
 
-test("bench progress: one line per step on a pipe", LONG, async () => {
-  const { stderr } = await smallRun();
-  const steps = stderr.split("\n").filter((line) => /^\[\d+\/13\] /.test(line));
-  assert.equal(steps.length, 13, stderr);
-  assert.equal(steps[0], "[1/13] serial: hold, 20 clients");
-  assert.equal(steps[12], "[13/13] small server: storm, 40 clients at once");
+test(
+  "bench progress: a line per step on a pipe, and the time left",
+  LONG,
+  async () => {
+    const { stderr } = await smallRun();
+    assert.doesNotMatch(stderr, /\r/); // no updating line in a pipe
+    const steps = stderr.split("\n").filter((line) =>
+      /^\[\d+\/13\] /.test(line)
+    );
+    assert.equal(steps.length, 13, stderr);
+    const left = / \(about (?:(\d+) min )?(\d+) s left\)$/;
+    assert.equal(
+      steps[0].replace(left, ""),
+      "[1/13] (a) hold: serial, 20 clients",
+    );
+    assert.equal(
+      steps[12].replace(left, ""),
+      "[13/13] (e) storm: bare loop on Deno, 40 clients at once",
+    );
+    // Every step says how long is left, less and less.
+    const seconds = steps.map((step) => {
+      const [, min = "0", sec] = left.exec(step) ?? assert.fail(step);
+      return 60 * Number(min) + Number(sec);
+    });
+    assert.deepEqual(seconds, [...seconds].sort((a, b) => b - a));
+  },
+);
+
+// `script` (util-linux) runs the bench on a pseudo-terminal: its progress is
+// then one line, written over every second.
+test("bench progress on a terminal: one line, updated", {
+  ...LONG,
+  skip: skip || (!existsSync("/usr/bin/script") && "needs util-linux script"),
+}, async () => {
+  const args = ["--modes", "thread-per-connection", "--conns", "1"]
+    .concat(["--seconds", "3", "--idle", "0", "--framing-mib", "0"])
+    .concat(["--storm", "0"]);
+  const command = [process.execPath, "run", "-A", BENCH, ...args]
+    .map((word) => `'${word}'`).join(" ");
+  const terminal = new Child(spawn("script", ["-qec", command, "/dev/null"], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  }));
+  const { code } = await terminal.exited;
+  const output = terminal.stdoutLines.join("\n");
+  assert.equal(code, 0, output);
+  const shown = output.split("\r\x1b[K").slice(1); // each time the line is drawn
+  const pingPong = shown.filter((line) => line.startsWith("[2/2] (b)"));
+  assert.ok(pingPong.length >= 2, `not updated:\n${JSON.stringify(output)}`);
+  assert.notEqual(pingPong[0], pingPong.at(-2), "the time left stood still");
+  // Drawn over, never below: no line break until the line is cleared.
+  assert.ok(shown.slice(0, -1).every((line) => !line.includes("\n")));
+  assert.match(shown.at(-1)!, /^Deno /); // cleared, then the report
 });
 
 test("bench hold: serial's waits stack up", LONG, async () => {
@@ -145,7 +196,7 @@ test("bench memory: only accepted ones cost", LONG, async (t) => {
 });
 
 test(
-  "bench storm: who had a first reply, beside the small server",
+  "bench storm: who had a first reply, beside the bare loop",
   LONG,
   async () => {
     const { stdout } = await smallRun();
@@ -157,7 +208,7 @@ test(
       "1 of 40",
       "-",
     ]);
-    for (const server of ["thread-per-connection", "small server"]) {
+    for (const server of ["thread-per-connection", "bare loop on Deno"]) {
       const cells = row(stdout, "(e) Connect storm", server);
       assert.deepEqual([cells[1], cells[3]], ["40 of 40", "40 of 40"]);
       // connected by <= all by; 99% by <= all by
@@ -240,6 +291,103 @@ test("bench says when the open-file limit is too low for a row", {
   assert.ok(number(fits[3]) > 0, "the row that fits ran");
 });
 
+// --peers: each runtime's bare loop, and the modes on Bun, in rounds that
+// take turns. Bun, Node and C take part where they are on PATH.
+const onPath = (name: string) =>
+  spawnSync(name, ["--version"], { stdio: "ignore" }).status === 0;
+const peersArgs = ["--peers", "--modes", "thread-per-connection"]
+  .concat(["--conns", "4", "--seconds", "1", "--idle", "0"])
+  .concat(["--framing-mib", "0", "--storm", "0"]);
+
+test("bench --peers: each runtime's bare loop, in rounds that take turns", {
+  ...LONG,
+  skip: skip || (!(onPath("bun") && onPath("node")) && "needs bun, node"),
+}, async () => {
+  const { code, stdout, stderr } = await bench([...peersArgs, "--rounds", "2"]);
+  assert.equal(code, 0, stderr);
+  const servers = ["bare loop on Deno", "thread-per-connection"]
+    .concat(["bare loop on Bun", "thread-per-connection on Bun"])
+    .concat(["bare loop on Node"])
+    .concat(onPath("cc") ? ["bare loop in C"] : []); // built, if it can be
+  for (const server of servers) {
+    const cells = row(stdout, "(b) Ping-pong", server);
+    assert.equal(cells[2], "4 of 4", cells.join(" | "));
+    assert.ok(number(cells[3]) > 0, `no replies: ${cells.join(" | ")}`);
+  }
+  // The modes over their own runtime's bare loop: a median and its range.
+  const ratio = /^\d+\.\d\d \(\d+\.\d\d-\d+\.\d\d\)$/;
+  for (
+    const server of ["thread-per-connection", "thread-per-connection on Bun"]
+  ) {
+    const cells = row(stdout, "(b) Against the bare loop", server);
+    assert.match(cells[1], ratio);
+    assert.match(cells[2], ratio);
+  }
+  // Round 1: every server, in turn; then round 2, in the same order.
+  const order = stderr.split("\n").flatMap((line) =>
+    /round (\d) of 2: (.*), 4 connections/.exec(line)?.slice(1, 3).join(" ") ??
+      []
+  );
+  const round = (r: string) => servers.map((server) => `${r} ${server}`);
+  assert.deepEqual(order, [...round("1"), ...round("2")]);
+});
+
+test("bench --peers without Bun, Node or cc on PATH: a line for each", {
+  ...LONG,
+  skip: skip || (process.platform !== "linux" && "PATH of one folder"),
+}, async () => {
+  const empty = mkdtempSync(join(tmpdir(), "bench-path-"));
+  try {
+    const { code, stdout, stderr } = await bench(peersArgs, "", {
+      ...process.env,
+      PATH: empty,
+    });
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /^Bun is not on PATH, so it has no rows here/m);
+    assert.match(stdout, /^Node is not on PATH, so it has no rows here/m);
+    assert.match(stdout, /^No C compiler \(cc\) is on PATH, so the bare /m);
+    assert.doesNotMatch(stdout, /^\| \S.* (on Bun|on Node|in C) /m); // no rows
+    // One round: the mode's replies/s over the bare loop's, as (b) shows.
+    const bare = number(row(stdout, "(b) Ping-pong", "bare loop on Deno")[3]);
+    const mode = number(
+      row(stdout, "(b) Ping-pong", "thread-per-connection")[3],
+    );
+    const [, ratio] = row(stdout, "(b) Against", "thread-per-connection");
+    assert.ok(Math.abs(Number(ratio) - mode / bare) < 0.01, ratio);
+  } finally {
+    rmSync(empty, { recursive: true, force: true });
+  }
+});
+
+// The ratios from fixed rows: each against the bare loop of its own round
+// and runtime, the median of the rounds and their range.
+test("bench ratios: against the same round's bare loop", () => {
+  const ping = (mode: string, runtime: string, round: number, rate: number) =>
+    ({
+      server: mode === "bare loop" ? `bare loop on ${runtime}` : mode,
+      target: { mode, runtime },
+      round,
+      conns: 16,
+      rate,
+      p99: rate / 1000,
+    }) as unknown as PingRow;
+  const rows = [
+    ping("bare loop", "deno", 1, 100),
+    ping("serial", "deno", 1, 90),
+    ping("bare loop", "deno", 2, 200),
+    ping("serial", "deno", 2, 220),
+    ping("bare loop", "deno", 3, 100),
+    ping("serial", "deno", 3, 100),
+  ];
+  const lines = ratioTable(rows, { conns: [16], rounds: 3 }, []);
+  const serial = lines.find((line) => line.startsWith("| serial "));
+  assert.deepEqual(
+    serial?.split("|").slice(1, -1).map((cell) => cell.trim()),
+    ["serial", "1.00 (0.90-1.10)", "1.00 (0.90-1.10)"],
+  );
+  assert.ok(!lines.some((line) => line.startsWith("| bare loop")));
+});
+
 for (
   const args of [
     ["--bogus"],
@@ -247,6 +395,7 @@ for (
     ["--conns", "0"],
     ["--seconds", "soon"],
     ["--idle", "-1"],
+    ["--rounds", "0"],
   ]
 ) {
   test(`bench ${args.join(" ")}: one error line naming the flag, exit 2`, {
@@ -295,7 +444,7 @@ test("storm.ts without --allow-read says what it needs", { skip }, async () => {
   assert.equal(code, 1);
   assert.equal(
     child.stderr.trim(),
-    "error: the storm's client threads load client/storm.ts: run with " +
+    "error: the client threads load bench/clients.ts: run with " +
       "--allow-read (or -A)",
   );
 });
@@ -367,3 +516,20 @@ async function waitFor(ready: () => boolean) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+test(
+  "bench hold --work: one event loop does the lines' work in turn",
+  LONG,
+  async () => {
+    const args = ["--modes", "thread-per-connection", "--conns", "0", "--idle"]
+      .concat(["0", "--framing-mib", "0", "--storm", "0", "--work", "100"]);
+    const { code, stdout, stderr } = await bench(args);
+    assert.equal(code, 0, stderr);
+    const heading = "each line costs 100 ms of CPU";
+    const [, replied, , max] = row(stdout, heading, "thread-per-connection");
+    assert.equal(replied, "20 of 20");
+    // 20 lines of 100 ms on one thread: the last reply cannot come sooner.
+    assert.ok(ms(max) >= 2000, `last reply after ${max}`);
+    assert.doesNotMatch(stdout, /## \(b\)/); // --conns 0: no ping-pong
+  },
+);

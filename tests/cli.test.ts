@@ -73,10 +73,11 @@ for (const mode of MODE_NAMES) {
 
 // The Deno tools (Bun skips them: see the README).
 if (!IS_BUN) {
-  FLAGS["client/bench.ts"] = ["--modes LIST", "--conns LIST (1,16,256)"]
+  FLAGS["bench/bench.ts"] = ["--modes LIST", "--conns LIST (1,16,256)"]
     .concat(["--seconds S (3)", "--idle N (4000)", "--framing-mib N (16)"])
-    .concat(["--svg FILE (none)", "--workers N (", "--storm N", "--help"]);
-  FLAGS["client/storm.ts"] = ["--clients N (1024)", "--seconds S (3)"]
+    .concat(["--svg FILE (none)", "--workers N (", "--storm N", "--help"])
+    .concat(["--rounds N (1)", "--peers (off)", "--work MS (0)"]);
+  FLAGS["bench/storm.ts"] = ["--clients N (1024)", "--seconds S (3)"]
     .concat(["--port N", "--serve", "--help"]);
   FLAGS["deploy/cluster.ts"] = ["--port N (8080)", "--mode M", "--help"];
   FLAGS["tests/soak.ts"] = ["--connections N (10000)", "--seed N (1)"]

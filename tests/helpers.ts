@@ -35,7 +35,7 @@ export const IS_BUN =
 // through Deno's unstable reusePort.
 const DENO_FLAGS: Record<string, string[]> = {
   "modes/worker-pool.ts": ["--allow-read", "--unstable-net"],
-  "client/storm.ts": ["--allow-read"],
+  "bench/storm.ts": ["--allow-read"],
 };
 
 // The command line that runs a script under the runtime running the tests:

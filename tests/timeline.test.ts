@@ -1,9 +1,10 @@
-// The timeline of the bench's hold test (client/bench.ts --timeline), drawn
+// The timeline of the bench's hold test (bench/draw.ts, for --timeline), drawn
 // from fixed data: a panel per mode, a lane per client in the order they
 // were served, waiting and served bars where the times say.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type Lane, timelineSvg } from "../client/bench.ts";
+import { timelineSvg } from "../bench/draw.ts";
+import type { Lane } from "../bench/hold.ts";
 
 const WAITING = 'fill="#f0a030"', SERVED = 'fill="#2f8f4e"';
 
@@ -69,4 +70,11 @@ test("timeline: a labelled second on one time scale for every panel", () => {
   // The same 200 ms hold is as wide in both panels.
   const served = bars(svg).filter((bar) => bar.fill === SERVED);
   assert.equal(served[0].width, served[1].width);
+});
+
+test("timeline: with --work, the title says what each line costs", () => {
+  const lanes = [{ connected: 0, replied: 60, closed: 260 }];
+  const svg = timelineSvg([{ title: "serial --work 50", lanes }], 50);
+  assert.match(svg, /each line costs 50 ms of CPU/);
+  assert.doesNotMatch(timelineSvg([{ title: "serial", lanes }]), /CPU/);
 });
