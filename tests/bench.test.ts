@@ -392,7 +392,7 @@ for (
   const args of [
     ["--bogus"],
     ["--modes", "serial,nope"],
-    ["--conns", "0"],
+    ["--conns", "16,0"],
     ["--seconds", "soon"],
     ["--idle", "-1"],
     ["--rounds", "0"],
