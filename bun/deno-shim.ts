@@ -17,11 +17,12 @@
  *   listener, so this takes a few C calls through bun:ffi (see `libc`).
  *   It is paused, too, while no descriptor is free, and accept() fails as in
  *   Deno: Bun would retry a failing accept(2) at once, and spin.
- * - A connection's input goes straight to a waiting read() (resolved once
- *   Bun has handed over all the input at hand); what no read() waits for is
- *   held here, and past 64 KiB the socket is paused, so that a client that
- *   sends without reading is held up in the kernel's buffers, not in this
- *   process (backpressure, as in Deno).
+ * - A connection's input goes straight to a waiting read(); what no read()
+ *   waits for is held here, and past 64 KiB the socket is paused, so that a
+ *   client that sends without reading is held up in the kernel's buffers, not
+ *   in this process (backpressure, as in Deno). Reads resolve once a turn of
+ *   the event loop, together, after Bun has handed over all the input at
+ *   hand: each connection, and the listener, gets one step a turn.
  * - Bun does not buffer writes: write() returns what the kernel took, and when
  *   it took nothing, waits for Bun's drain callback. Backpressure, as in Deno.
  */
@@ -127,9 +128,13 @@ type Reader = {
   reject(err: Error): void;
 };
 
-// Reads that Bun's data completed are resolved together, once Bun has called
-// back for every event at hand. Bun runs the microtasks after each callback:
-// a round per read cost about a tenth of each reply (docs/performance.md).
+// Reads are resolved together, once Bun has called back for every event at
+// hand (setImmediate): those that Bun's data completed, and those that took
+// bytes held here. Bun runs the microtasks after each callback: a round per
+// read cost about a tenth of each reply (docs/performance.md). And a read of
+// held bytes waits its turn like the others: resolved at once, it let one
+// connection answer hundreds of KiB in one turn of the event loop, while the
+// listener takes one client a turn (new clients waited seconds under load).
 const completed: [Reader, number][] = [];
 function completeRead(reader: Reader, n: number) {
   if (!completed.length) setImmediate(resolveCompleted);
@@ -158,10 +163,15 @@ export class Conn {
     this.localAddr = netAddr(socket.localAddress, socket.localPort);
   }
 
-  // Bytes held, if any; else waits for Bun's next data, end or error.
+  // Bytes held, if any, resolved with the reads Bun's data completes; else
+  // waits for Bun's next data, end or error.
   read(buffer: Uint8Array): Promise<number | null> {
     this.#assertOpen();
-    if (this.#unreadBytes) return Promise.resolve(this.#take(buffer));
+    if (this.#unreadBytes) {
+      return new Promise((resolve, reject) => {
+        completeRead({ buffer, resolve, reject }, this.#take(buffer));
+      });
+    }
     if (this.#error) return Promise.reject(this.#error);
     if (this.#ended) return Promise.resolve(null);
     return new Promise((resolve, reject) => {

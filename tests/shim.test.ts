@@ -110,3 +110,18 @@ test("shim: reads completed in one turn resolve together, data before end", {
   assert.deepEqual([...buffers[1].subarray(0, 3)], [111, 107, 33]);
   assert.equal(await second.read(buffers[1]), null);
 });
+
+// A read of bytes held here waits for the turn's end too: resolved at once,
+// a connection with input held could loop through it all in one turn, while
+// the listener takes one client a turn (tests/under-load.test.ts).
+test("shim: a read of held bytes resolves with the turn's reads, not at once", {
+  skip,
+}, async () => {
+  const conn = new Conn(fakeSocket(() => 0));
+  conn.onData(new Uint8Array([104, 105, 10])); // no read() waits: held
+  let resolved = false;
+  const read = conn.read(new Uint8Array(16)).then((n) => (resolved = true, n));
+  for (let i = 0; i < 10; i++) await Promise.resolve(); // microtasks only
+  assert.equal(resolved, false, "resolved before the turn's end");
+  assert.equal(await read, 3);
+});
