@@ -20,9 +20,12 @@
  * - A connection's input goes straight to a waiting read(); what no read()
  *   waits for is held here, and past 64 KiB the socket is paused, so that a
  *   client that sends without reading is held up in the kernel's buffers, not
- *   in this process (backpressure, as in Deno). Reads resolve once a turn of
- *   the event loop, together, after Bun has handed over all the input at
- *   hand: each connection, and the listener, gets one step a turn.
+ *   in this process (backpressure, as in Deno). Bun reads up to 512 KiB at a
+ *   time, so a connection holds at most 576 KiB; when the peer resets, Bun
+ *   reads on while paused, and past 576 KiB the connection is closed and
+ *   the rest dropped (see #abort). Reads resolve once a turn of the event
+ *   loop, together, after Bun has handed over all the input at hand: each
+ *   connection, and the listener, gets one step a turn.
  * - Bun does not buffer writes: write() returns what the kernel took, and when
  *   it took nothing, waits for Bun's drain callback. Backpressure, as in Deno.
  */
@@ -40,6 +43,7 @@ type BunSocket = {
   localPort: number;
   pause(): void;
   resume(): void;
+  terminate(): void; // closes at once
   write(bytes: Uint8Array): number; // bytes the kernel took; -1 if closed
   end(): void;
   shutdown(): void; // shutdown(2) of the write side
@@ -116,11 +120,17 @@ const libc: Libc | null = await (async () => {
 
 const BROKEN_PIPE = "Broken pipe (os error 32)"; // as Deno says it
 
-// Input that Bun has read and read() has not taken yet is held here, up to
-// about HIGH_WATER bytes a connection; past that the socket is paused, so
-// that the rest waits in the kernel, and resumed once below LOW_WATER.
+// Input that Bun has read and read() has not taken yet is held here. Past
+// HIGH_WATER bytes the socket is paused, so that the rest waits in the
+// kernel, and it is resumed once below LOW_WATER. Bun reads up to 512 KiB at
+// a time, and a socket can only be paused after a read: so a connection
+// holds at most HELD_MAX bytes.
 const HIGH_WATER = 64 * 1024;
 const LOW_WATER = 16 * 1024;
+const BUN_READ_MAX = 512 * 1024;
+const HELD_MAX = HIGH_WATER + BUN_READ_MAX; // 576 KiB
+const INPUT_DROPPED = "Connection reset by peer, with more than " +
+  `${HELD_MAX / 1024} KiB of its input unread: the rest was dropped`;
 
 type Reader = {
   buffer: Uint8Array;
@@ -214,6 +224,10 @@ export class Conn {
   // cannot take is held, copied, so that nothing here depends on what Bun
   // does with its chunk afterwards.
   onData(bytes: Uint8Array) {
+    if (this.#error) return; // closed, or reset: nobody will read it
+    if (this.#paused && this.#unreadBytes + bytes.length > HELD_MAX) {
+      return this.#abort();
+    }
     const reader = this.#reader;
     this.#reader = null;
     let taken = 0;
@@ -243,6 +257,16 @@ export class Conn {
     this.#error ??= err ? denoError(err) : null;
     this.#settleReader();
     this.#wake();
+  }
+
+  // Bun hands over data while the socket is paused when the peer has reset:
+  // it reads all that the kernel holds (megabytes) before it reports the
+  // reset. No reply can reach the peer any more: past HELD_MAX, stop Bun
+  // reading (the kernel drops the rest), and fail the reads that come after
+  // the bytes held, as the reset would have.
+  #abort() {
+    this.#error = new errors.ConnectionReset(INPUT_DROPPED);
+    this.#socket.terminate();
   }
 
   // Copies held bytes into `buffer`; resumes a paused socket when few are
