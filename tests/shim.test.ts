@@ -67,6 +67,20 @@ test("shim: bytes held when the connection is closed are not read", {
   assert.throws(() => conn.read(new Uint8Array(16)), { name: "BadResource" });
 });
 
+// Data that came just before the peer's FIN, while no read() waited, is
+// still read before the end of input.
+test("shim: bytes held when the peer ends are read, then the end", {
+  skip,
+}, async () => {
+  const conn = new Conn(fakeSocket(() => 0));
+  conn.onData(new Uint8Array([104, 105, 10])); // no read() waits: held
+  conn.onEnd();
+  const buffer = new Uint8Array(16);
+  assert.equal(await conn.read(buffer), 3);
+  assert.deepEqual([...buffer.subarray(0, 3)], [104, 105, 10]);
+  assert.equal(await conn.read(buffer), null);
+});
+
 // Input nobody reads is held up to HIGH_WATER (64 KiB), then the socket is
 // paused until read() has taken it down to LOW_WATER (16 KiB).
 test("shim: unread input past 64 KiB pauses the socket, reading resumes it", {
