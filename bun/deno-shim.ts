@@ -332,8 +332,11 @@ type ListenOptions = {
 const NOT_CONNECTED = "Transport endpoint is not connected (os error 107)";
 const TOO_MANY_FILES = "Too many open files (os error 24)";
 // How often a worker's listener that Bun accepts on checks that a descriptor
-// is free (see #checkRoom).
-const ROOM_CHECK_MS = 10;
+// is free (see #checkRoomIn): 10 ms after Bun resumes accepting, then twice as
+// long each time, up to a second, so that an idle worker sleeps (as Go's
+// accept backs off from 5 ms to 1 s). Each client accepted starts it again.
+const ROOM_CHECK_FIRST_MS = 10;
+const ROOM_CHECK_MAX_MS = 1000;
 type Taker = { resolve(conn: Conn): void; reject(err: Error): void };
 
 class Listener {
@@ -343,7 +346,7 @@ class Listener {
   #idle = -1; // while paused, the copy to give Bun when it resumes
   #backlog?: number;
   #options: object;
-  #roomCheck?: ReturnType<typeof setInterval>; // while Bun accepts
+  #roomCheck?: ReturnType<typeof setTimeout>; // while Bun accepts
   #ready: Conn[] = []; // accepted by Bun, not yet by accept()
   #taker: Taker | null = null; // the accept() waiting for a client
   #closed = false;
@@ -385,7 +388,7 @@ class Listener {
   close() {
     if (this.#closed) throw new errors.BadResource("Listener has been closed");
     this.#closed = true;
-    clearInterval(this.#roomCheck);
+    clearTimeout(this.#roomCheck);
     this.#bun?.stop();
     for (const fd of [this.#idle, this.#spare]) if (fd >= 0) libc!.close(fd);
     for (const conn of this.#ready.splice(0)) conn.close();
@@ -415,7 +418,7 @@ class Listener {
   // the listener holds two descriptors.
   #pause() {
     if (!this.#bun || this.#spare < 0) return;
-    clearInterval(this.#roomCheck);
+    clearTimeout(this.#roomCheck);
     this.#bun.stop();
     this.#bun = null;
     this.#idle = libc!.dup(this.#spare);
@@ -431,21 +434,23 @@ class Listener {
     this.#bun = Bun.listen({ ...this.#options, fd: this.#idle });
     this.#idle = -1;
     this.#setBacklog();
-    if (!isMainThread) {
-      this.#roomCheck = setInterval(() => this.#checkRoom(), ROOM_CHECK_MS);
-    }
+    if (!isMainThread) this.#checkRoomIn(ROOM_CHECK_FIRST_MS);
   }
 
   // In a worker, the last free descriptor can go after #resume() checked:
   // worker-pool's workers share the process's descriptors, and another
   // one's accept may take it. Bun would then spin: so while it accepts, look
-  // again now and then, and if none is left, stop and fail as above. (One
+  // again from time to time, and if none is left, stop and fail as above. (One
   // thread alone takes no descriptor between the check and Bun's accept.)
-  #checkRoom() {
-    if (this.#hasRoom()) return;
-    this.#pause();
-    this.#taker?.reject(new Error(TOO_MANY_FILES));
-    this.#taker = null;
+  #checkRoomIn(ms: number) {
+    this.#roomCheck = setTimeout(() => {
+      if (this.#hasRoom()) {
+        return this.#checkRoomIn(Math.min(2 * ms, ROOM_CHECK_MAX_MS));
+      }
+      this.#pause();
+      this.#taker?.reject(new Error(TOO_MANY_FILES));
+      this.#taker = null;
+    }, ms);
   }
 
   #hasRoom(): boolean {
