@@ -27,18 +27,22 @@ export function between(rng: () => number, min: number, max: number) {
 }
 
 // The server's open sockets (Linux), counted in /proc: its connections and
-// its listeners. Other descriptors are the runtime's own, opened once as
-// needed (Deno adds a second handle on stdout the first time a log reader
-// falls behind), so they are left out.
+// its listeners. The runtime opens other descriptors of its own, once, as it
+// needs them: Deno a second handle on stdout the first time a log reader
+// falls behind, Bun one for each worker that writes to stdout (which is a
+// socket when Bun runs the tests). Those are left out.
 export function openFds(server: Server): number {
   const fd = `/proc/${server.pid}/fd`;
-  return readdirSync(fd).filter((name) => {
+  const link = (name: string) => {
     try {
-      return readlinkSync(`${fd}/${name}`).startsWith("socket:");
+      return readlinkSync(`${fd}/${name}`);
     } catch {
-      return false; // closed while we looked
+      return ""; // closed while we looked
     }
-  }).length;
+  };
+  const stdio = [link("1"), link("2")];
+  return readdirSync(fd).map(link)
+    .filter((to) => to.startsWith("socket:") && !stdio.includes(to)).length;
 }
 
 // Connections the server has logged as opened and as closed so far.
