@@ -47,6 +47,7 @@ type BunSocket = {
   write(bytes: Uint8Array): number; // bytes the kernel took; -1 if closed
   end(): void;
   shutdown(): void; // shutdown(2) of the write side
+  setNoDelay(on: boolean): boolean; // TCP_NODELAY
 };
 type BunListener = { fd: number; port: number; stop(): void };
 declare const Bun: {
@@ -201,6 +202,11 @@ export class Conn {
       return Promise.reject(this.#error ?? new errors.BrokenPipe(BROKEN_PIPE));
     }
     return this.#event().then(() => this.write(bytes)); // drain, or close
+  }
+
+  // Sends small writes at once rather than waiting to fill a packet.
+  setNoDelay(on = true) {
+    this.#socket.setNoDelay(on);
   }
 
   // Sends FIN: the peer sees the end of our output, and we can still read.
