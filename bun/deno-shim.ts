@@ -17,11 +17,15 @@
  *   listener, so this takes a few C calls through bun:ffi (see `libc`).
  *   It is paused, too, while no descriptor is free, and accept() fails as in
  *   Deno: Bun would retry a failing accept(2) at once, and spin.
- * - A connection's input goes straight to a waiting read() (resolved once
- *   Bun has handed over all the input at hand); what no read() waits for is
- *   held here, and past 64 KiB the socket is paused, so that a client that
- *   sends without reading is held up in the kernel's buffers, not in this
- *   process (backpressure, as in Deno).
+ * - A connection's input goes straight to a waiting read(); what no read()
+ *   waits for is held here, and past 64 KiB the socket is paused, so that a
+ *   client that sends without reading is held up in the kernel's buffers, not
+ *   in this process (backpressure, as in Deno). Bun reads up to 512 KiB at a
+ *   time, so a connection holds at most 576 KiB; when the peer resets, Bun
+ *   reads on while paused, and past 576 KiB the connection is closed and
+ *   the rest dropped (see #abort). Reads resolve once a turn of the event
+ *   loop, together, after Bun has handed over all the input at hand: each
+ *   connection, and the listener, gets one step a turn.
  * - Bun does not buffer writes: write() returns what the kernel took, and when
  *   it took nothing, waits for Bun's drain callback. Backpressure, as in Deno.
  */
@@ -39,9 +43,11 @@ type BunSocket = {
   localPort: number;
   pause(): void;
   resume(): void;
+  terminate(): void; // closes at once
   write(bytes: Uint8Array): number; // bytes the kernel took; -1 if closed
   end(): void;
   shutdown(): void; // shutdown(2) of the write side
+  setNoDelay(on: boolean): boolean; // TCP_NODELAY
 };
 type BunListener = { fd: number; port: number; stop(): void };
 declare const Bun: {
@@ -115,11 +121,17 @@ const libc: Libc | null = await (async () => {
 
 const BROKEN_PIPE = "Broken pipe (os error 32)"; // as Deno says it
 
-// Input that Bun has read and read() has not taken yet is held here, up to
-// about HIGH_WATER bytes a connection; past that the socket is paused, so
-// that the rest waits in the kernel, and resumed once below LOW_WATER.
+// Input that Bun has read and read() has not taken yet is held here. Past
+// HIGH_WATER bytes the socket is paused, so that the rest waits in the
+// kernel, and it is resumed once below LOW_WATER. Bun reads up to 512 KiB at
+// a time, and a socket can only be paused after a read: so a connection
+// holds at most HELD_MAX bytes.
 const HIGH_WATER = 64 * 1024;
 const LOW_WATER = 16 * 1024;
+const BUN_READ_MAX = 512 * 1024;
+const HELD_MAX = HIGH_WATER + BUN_READ_MAX; // 576 KiB
+const INPUT_DROPPED = "Connection reset by peer, with more than " +
+  `${HELD_MAX / 1024} KiB of its input unread: the rest was dropped`;
 
 type Reader = {
   buffer: Uint8Array;
@@ -127,9 +139,13 @@ type Reader = {
   reject(err: Error): void;
 };
 
-// Reads that Bun's data completed are resolved together, once Bun has called
-// back for every event at hand. Bun runs the microtasks after each callback:
-// a round per read cost about a tenth of each reply (docs/performance.md).
+// Reads are resolved together, once Bun has called back for every event at
+// hand (setImmediate): those that Bun's data completed, and those that took
+// bytes held here. Bun runs the microtasks after each callback: a round per
+// read cost about a tenth of each reply (docs/performance.md). And a read of
+// held bytes waits its turn like the others: resolved at once, it let one
+// connection answer hundreds of KiB in one turn of the event loop, while the
+// listener takes one client a turn (new clients waited seconds under load).
 const completed: [Reader, number][] = [];
 function completeRead(reader: Reader, n: number) {
   if (!completed.length) setImmediate(resolveCompleted);
@@ -158,10 +174,15 @@ export class Conn {
     this.localAddr = netAddr(socket.localAddress, socket.localPort);
   }
 
-  // Bytes held, if any; else waits for Bun's next data, end or error.
+  // Bytes held, if any, resolved with the reads Bun's data completes; else
+  // waits for Bun's next data, end or error.
   read(buffer: Uint8Array): Promise<number | null> {
     this.#assertOpen();
-    if (this.#unreadBytes) return Promise.resolve(this.#take(buffer));
+    if (this.#unreadBytes) {
+      return new Promise((resolve, reject) => {
+        completeRead({ buffer, resolve, reject }, this.#take(buffer));
+      });
+    }
     if (this.#error) return Promise.reject(this.#error);
     if (this.#ended) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
@@ -181,6 +202,11 @@ export class Conn {
       return Promise.reject(this.#error ?? new errors.BrokenPipe(BROKEN_PIPE));
     }
     return this.#event().then(() => this.write(bytes)); // drain, or close
+  }
+
+  // Sends small writes at once rather than waiting to fill a packet.
+  setNoDelay(on = true) {
+    this.#socket.setNoDelay(on);
   }
 
   // Sends FIN: the peer sees the end of our output, and we can still read.
@@ -204,6 +230,10 @@ export class Conn {
   // cannot take is held, copied, so that nothing here depends on what Bun
   // does with its chunk afterwards.
   onData(bytes: Uint8Array) {
+    if (this.#error) return; // closed, or reset: nobody will read it
+    if (this.#paused && this.#unreadBytes + bytes.length > HELD_MAX) {
+      return this.#abort();
+    }
     const reader = this.#reader;
     this.#reader = null;
     let taken = 0;
@@ -233,6 +263,16 @@ export class Conn {
     this.#error ??= err ? denoError(err) : null;
     this.#settleReader();
     this.#wake();
+  }
+
+  // Bun hands over data while the socket is paused when the peer has reset:
+  // it reads all that the kernel holds (megabytes) before it reports the
+  // reset. No reply can reach the peer any more: past HELD_MAX, stop Bun
+  // reading (the kernel drops the rest), and fail the reads that come after
+  // the bytes held, as the reset would have.
+  #abort() {
+    this.#error = new errors.ConnectionReset(INPUT_DROPPED);
+    this.#socket.terminate();
   }
 
   // Copies held bytes into `buffer`; resumes a paused socket when few are
@@ -298,8 +338,11 @@ type ListenOptions = {
 const NOT_CONNECTED = "Transport endpoint is not connected (os error 107)";
 const TOO_MANY_FILES = "Too many open files (os error 24)";
 // How often a worker's listener that Bun accepts on checks that a descriptor
-// is free (see #checkRoom).
-const ROOM_CHECK_MS = 10;
+// is free (see #checkRoomIn): 10 ms after Bun resumes accepting, then twice as
+// long each time, up to a second, so that an idle worker sleeps (as Go's
+// accept backs off from 5 ms to 1 s). Each client accepted starts it again.
+const ROOM_CHECK_FIRST_MS = 10;
+const ROOM_CHECK_MAX_MS = 1000;
 type Taker = { resolve(conn: Conn): void; reject(err: Error): void };
 
 class Listener {
@@ -309,7 +352,7 @@ class Listener {
   #idle = -1; // while paused, the copy to give Bun when it resumes
   #backlog?: number;
   #options: object;
-  #roomCheck?: ReturnType<typeof setInterval>; // while Bun accepts
+  #roomCheck?: ReturnType<typeof setTimeout>; // while Bun accepts
   #ready: Conn[] = []; // accepted by Bun, not yet by accept()
   #taker: Taker | null = null; // the accept() waiting for a client
   #closed = false;
@@ -351,7 +394,7 @@ class Listener {
   close() {
     if (this.#closed) throw new errors.BadResource("Listener has been closed");
     this.#closed = true;
-    clearInterval(this.#roomCheck);
+    clearTimeout(this.#roomCheck);
     this.#bun?.stop();
     for (const fd of [this.#idle, this.#spare]) if (fd >= 0) libc!.close(fd);
     for (const conn of this.#ready.splice(0)) conn.close();
@@ -381,7 +424,7 @@ class Listener {
   // the listener holds two descriptors.
   #pause() {
     if (!this.#bun || this.#spare < 0) return;
-    clearInterval(this.#roomCheck);
+    clearTimeout(this.#roomCheck);
     this.#bun.stop();
     this.#bun = null;
     this.#idle = libc!.dup(this.#spare);
@@ -397,21 +440,23 @@ class Listener {
     this.#bun = Bun.listen({ ...this.#options, fd: this.#idle });
     this.#idle = -1;
     this.#setBacklog();
-    if (!isMainThread) {
-      this.#roomCheck = setInterval(() => this.#checkRoom(), ROOM_CHECK_MS);
-    }
+    if (!isMainThread) this.#checkRoomIn(ROOM_CHECK_FIRST_MS);
   }
 
   // In a worker, the last free descriptor can go after #resume() checked:
   // worker-pool's workers share the process's descriptors, and another
   // one's accept may take it. Bun would then spin: so while it accepts, look
-  // again now and then, and if none is left, stop and fail as above. (One
+  // again from time to time, and if none is left, stop and fail as above. (One
   // thread alone takes no descriptor between the check and Bun's accept.)
-  #checkRoom() {
-    if (this.#hasRoom()) return;
-    this.#pause();
-    this.#taker?.reject(new Error(TOO_MANY_FILES));
-    this.#taker = null;
+  #checkRoomIn(ms: number) {
+    this.#roomCheck = setTimeout(() => {
+      if (this.#hasRoom()) {
+        return this.#checkRoomIn(Math.min(2 * ms, ROOM_CHECK_MAX_MS));
+      }
+      this.#pause();
+      this.#taker?.reject(new Error(TOO_MANY_FILES));
+      this.#taker = null;
+    }, ms);
   }
 
   #hasRoom(): boolean {

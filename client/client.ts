@@ -333,6 +333,9 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const conn = await connect(options);
+  // A line goes out as soon as it is typed, not held back until more comes
+  // or the server's acknowledgement arrives (Nagle's algorithm).
+  conn.setNoDelay(true);
   const lines = linesOf(process.stdin); // read only if used
   const messages = options.message?.map((text) => encoder.encode(text)) ??
     (process.stdin.isTTY ? typedLines(lines) : lines);

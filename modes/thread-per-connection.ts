@@ -319,14 +319,15 @@ const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 
 // -- The log. Lines are written in the background, in order, so that a log
 // reader who stops reading (`deno task conn | less`, left unscrolled) cannot
-// stop the server: while stdout is full, up to 1,000 lines wait, and any more
-// are dropped and counted, as busy servers do rather than stop serving.
+// stop the server: while stdout is full, up to 10,000 lines wait (enough for
+// bursts), and any more are dropped and counted, as busy servers do rather
+// than stop serving.
 const logQueue: string[] = [];
 let logDropped = 0;
 let logWriting: Promise<void> | undefined;
 
 function log(line: string) {
-  if (logQueue.length < 1000) logQueue.push(line);
+  if (logQueue.length < 10_000) logQueue.push(line);
   else logDropped++;
   logWriting ??= writeLog();
 }

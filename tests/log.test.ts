@@ -16,9 +16,9 @@ import {
   unusedPort,
 } from "./helpers.ts";
 
-// Each client is two log lines (opened, closed): 4,000 clients write far more
+// Each client is two log lines (opened, closed): 8,000 clients write far more
 // than a pipe and the test's reading buffer hold.
-const CLIENTS = 4000;
+const CLIENTS = 8000;
 
 // A server whose stdout is a pipe that nobody reads, until `read()`.
 async function startUnread(mode: keyof typeof MODES) {
@@ -75,7 +75,7 @@ test("thread-per-connection: the lines a stalled reader missed are counted", asy
     const log = read(); // reading again
     const dropped = await log.waitForLine(/^\(\d+ log lines dropped\)$/);
     process.kill(child.pid!, "SIGTERM");
-    await log.waitForLine(/^stopped: 4001 connections, 4000 messages$/);
+    await log.waitForLine(/^stopped: 8001 connections, 8000 messages$/);
     // Every line but those dropped came, the first client's (a probe) too.
     const lines = log.stdoutLines.filter((line) => /^#\d+ /.test(line));
     assert.equal(lines.length + parseInt(dropped.slice(1)), 2 * CLIENTS + 2);

@@ -1,6 +1,7 @@
 // bun/deno-shim.ts, on a stand-in for Bun's socket: what a connection does
-// where Bun's callbacks and the server's calls cross. Bun only: under Deno
-// the real Deno namespace is in use.
+// where Bun's callbacks and the server's calls cross (tests/shim-socket.test.ts
+// has the tests on real sockets). Bun only: under Deno the real Deno
+// namespace is in use.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Conn } from "../bun/deno-shim.ts";
@@ -17,6 +18,7 @@ function fakeSocket(onWrite: () => number) {
     localPort: 2,
     pause() {},
     resume() {},
+    terminate() {},
     write: onWrite,
     end() {},
     shutdown() {},
@@ -61,6 +63,20 @@ test("shim: bytes held when the connection is closed are not read", {
   conn.onData(new Uint8Array([104, 105])); // no read() waits: held
   conn.close();
   assert.throws(() => conn.read(new Uint8Array(16)), { name: "BadResource" });
+});
+
+// Data that came just before the peer's FIN, while no read() waited, is
+// still read before the end of input.
+test("shim: bytes held when the peer ends are read, then the end", {
+  skip,
+}, async () => {
+  const conn = new Conn(fakeSocket(() => 0));
+  conn.onData(new Uint8Array([104, 105, 10])); // no read() waits: held
+  conn.onEnd();
+  const buffer = new Uint8Array(16);
+  assert.equal(await conn.read(buffer), 3);
+  assert.deepEqual([...buffer.subarray(0, 3)], [104, 105, 10]);
+  assert.equal(await conn.read(buffer), null);
 });
 
 // Input nobody reads is held up to HIGH_WATER (64 KiB), then the socket is
@@ -109,4 +125,19 @@ test("shim: reads completed in one turn resolve together, data before end", {
   assert.deepEqual([...buffers[0].subarray(0, 2)], [104, 105]);
   assert.deepEqual([...buffers[1].subarray(0, 3)], [111, 107, 33]);
   assert.equal(await second.read(buffers[1]), null);
+});
+
+// A read of bytes held here waits for the turn's end too: resolved at once,
+// a connection with input held could loop through it all in one turn, while
+// the listener takes one client a turn (tests/under-load.test.ts).
+test("shim: a read of held bytes resolves with the turn's reads, not at once", {
+  skip,
+}, async () => {
+  const conn = new Conn(fakeSocket(() => 0));
+  conn.onData(new Uint8Array([104, 105, 10])); // no read() waits: held
+  let resolved = false;
+  const read = conn.read(new Uint8Array(16)).then((n) => (resolved = true, n));
+  for (let i = 0; i < 10; i++) await Promise.resolve(); // microtasks only
+  assert.equal(resolved, false, "resolved before the turn's end");
+  assert.equal(await read, 3);
 });
