@@ -22,6 +22,7 @@ function fakeSocket(onWrite: () => number) {
     write: onWrite,
     end() {},
     shutdown() {},
+    setNoDelay: () => true,
   };
 }
 
