@@ -2,21 +2,14 @@
 // may send anything: every value is checked here, against a range, before it
 // reaches a command line or a socket.
 
-export const MODES = [
-  "serial",
-  "fixed-pool",
-  "thread-per-connection",
-  "worker-pool",
-] as const;
-export type Mode = typeof MODES[number];
+import { type Mode, MODES } from "../bench/runner.ts"; // the four, by name
+
+export { MODES };
+export type { Mode };
 export type Runtime = "deno" | "bun";
 
-const FILES: Record<Mode, string> = {
-  serial: "modes/serial.ts",
-  "fixed-pool": "modes/fixed-pool.ts",
-  "thread-per-connection": "modes/thread-per-connection.ts",
-  "worker-pool": "modes/worker-pool.ts",
-};
+// Only the repository's own mode files: a mode is one of MODES.
+const file = (mode: Mode) => `modes/${mode}.ts`;
 
 // The permissions each file needs under Deno, as in deno.json's tasks.
 const DENO_PERMISSIONS: Record<Mode, string[]> = {
@@ -68,8 +61,8 @@ export function command(
   settings: ServerSettings,
 ): string[] {
   const start = runtime === "bun"
-    ? ["bun", FILES[mode]]
-    : ["deno", "run", ...DENO_PERMISSIONS[mode], FILES[mode]];
+    ? ["bun", file(mode)]
+    : ["deno", "run", ...DENO_PERMISSIONS[mode], file(mode)];
   const flags = ["--host", "127.0.0.1", "--port", "0", "--grace", "0"];
   for (const flag of [...PANEL_FLAGS[mode], "work"] as Flag[]) {
     const value = settings[flag];
