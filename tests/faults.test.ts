@@ -36,6 +36,8 @@ const HAS_PROC = existsSync("/proc/self/fd");
 // opens some things on first use) and closed it.
 async function baselineFds(server: Server): Promise<number> {
   await assertServes(server);
+  // The log is written in the background: wait until the close is logged.
+  await eventually(() => logged(server).closed >= 1);
   return (await settled(server, Infinity)).fds;
 }
 

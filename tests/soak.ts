@@ -24,7 +24,15 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { type Mode, Server } from "./helpers.ts";
-import { between, echoed, Peer, random, settled } from "./load.ts";
+import {
+  between,
+  echoed,
+  eventually,
+  logged,
+  Peer,
+  random,
+  settled,
+} from "./load.ts";
 import { joinNegativeValues } from "../client/client.ts";
 
 export type SoakOptions = {
@@ -90,6 +98,9 @@ async function run(
   const { port } = server;
   const probe = tally();
   await phase(port, { firstId: -1, count: 1, messages: 1 }, options, probe);
+  // The log is written in the background: the probe's lines may come after
+  // its reply. The baseline is taken once its close is logged.
+  await eventually(() => logged(server).closed === 1);
   const before = await settled(server, Infinity);
   const baseline = before.fds;
 
