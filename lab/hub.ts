@@ -87,6 +87,7 @@ export class Hub {
   #fail(reply: Reply, err: unknown) {
     if (!(err instanceof InputError)) console.error(`lab: ${err}`);
     reply({ type: "error", message: (err as Error).message });
+    reply(this.#settings()); // so that the page's fields go back to them
   }
 
   // `count` new clients on every panel whose server listens.

@@ -55,6 +55,12 @@ test(
 );
 
 test(
+  "lab page: a value the lab refuses is explained, and its field shows the server's value again",
+  slow,
+  inBrowser("refusedValueUndone"),
+);
+
+test(
   "lab page, who-waits preset: Save picture writes an SVG in the who-waits style",
   slow,
   inBrowser("savePicture"),

@@ -184,6 +184,32 @@ export async function otherSitesRefused(url: string) {
   }
 }
 
+// A value the lab refuses: the page says why, and the field shows what the
+// server runs with again, the field still focused too.
+export function refusedValueUndone(url: string) {
+  return withPage(url, async (page) => {
+    const poolSize = `section.panel[data-mode="fixed-pool"] .settings input`;
+    await page.locator(poolSize).fill("0");
+    await page.keyboard.press("Enter"); // a change, the field still focused
+    await page.waitForFunction(
+      `!document.querySelector("#error").hidden`,
+      { timeout: PATIENCE_MS },
+    );
+    const error = await page.$eval("#error", (p) => p.textContent);
+    assert.equal(error, "--pool-size must be from 1 to 100");
+    await page.waitForFunction(
+      `document.querySelector('${poolSize}').value === "3"`,
+      { timeout: PATIENCE_MS },
+    );
+    await page.locator("#hold").fill("-5");
+    await page.click(`[data-add="1"]`);
+    await page.waitForFunction(
+      `document.querySelector("#hold").value === "3000"`,
+      { timeout: PATIENCE_MS },
+    );
+  });
+}
+
 // The who-waits preset live, then "Save picture": an SVG in who-waits style
 // with the four panels and every lane. LAB_SCREENSHOT=docs/lab.png also
 // saves a screenshot of the page (the README's).

@@ -191,6 +191,15 @@ test(
       assert.equal(lab.child.hasExited, false);
       socket.send({ type: "add", count: 1, hold: 0, lines: 1, pause: 0 });
       for (const mode of MODES) await socket.seen(mode, 1, "closed");
+      // After a refusal the lab says what it runs with, so that the page's
+      // fields go back to it: the last clients' settings it took.
+      const settings = socket.next((m) => m.type === "settings");
+      socket.send({ type: "add", count: 1, hold: -5, lines: 1, pause: 0 });
+      assert.deepEqual((await settings).clients, {
+        hold: 0,
+        lines: 1,
+        pause: 0,
+      });
     }),
 );
 

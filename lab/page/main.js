@@ -39,7 +39,13 @@ function receive(message) {
   if (message.type === "settings" || message.type === "hello") {
     showSettings(message);
   }
-  if (message.type === "error") showError(message.message);
+  if (message.type === "error") {
+    // The lab refused a value: the panels' fields show what their servers
+    // run with again (the lab's settings message that follows does the
+    // same for the fields on top).
+    showError(message.message);
+    for (const panel of panels.values()) panel.undo();
+  }
   if (!drawing) {
     drawing = true;
     requestAnimationFrame(draw);

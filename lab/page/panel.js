@@ -22,6 +22,8 @@ export class Panel {
   #newLines = [];
   #dirty = true;
   #origin = 0; // the lab's time at the left of the lanes
+  /** @type {Record<string, number | null>} */
+  #settings = {}; // the server's, as the lab last reported them
 
   /**
    * @param {ServerInfo} info
@@ -79,10 +81,24 @@ export class Panel {
       ? `${info.detail}, pid ${info.pid}`
       : `${info.state}…`;
     this.element.classList.toggle("failed", failed);
+    this.#settings = info.settings;
     for (const [flag, input] of this.inputs) {
-      if (document.activeElement === input) continue;
-      input.value = String(info.settings[flag] ?? "");
+      if (document.activeElement !== input) this.#show(flag, input);
     }
+  }
+
+  // After the lab refused a value: every field shows what the server runs
+  // with again, the one just typed in too.
+  undo() {
+    for (const [flag, input] of this.inputs) this.#show(flag, input);
+  }
+
+  /**
+   * @param {string} flag
+   * @param {HTMLInputElement} input
+   */
+  #show(flag, input) {
+    input.value = String(this.#settings[flag] ?? "");
   }
 
   // Redraws what changed; the lanes grow with the lab's clock.
