@@ -131,6 +131,32 @@ test(
 );
 
 test(
+  "lab: a second Ctrl+C while a server will not stop kills them all and exits 130",
+  { skip },
+  async () => {
+    const lab = await Lab.start();
+    try {
+      await lab.connect();
+      process.kill(lab.pids[0], "SIGSTOP"); // it cannot take its SIGTERM
+      lab.child.signal("SIGINT");
+      await lab.child.waitForLine(/^lab: stopping the servers$/);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(lab.child.hasExited, false, "the first stop waits");
+      lab.child.signal("SIGINT");
+      const exit = await lab.child.exit();
+      assert.deepEqual(exit, { code: 130, signal: null });
+      const deadline = performance.now() + PATIENCE_MS;
+      while (lab.leftovers().length && performance.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.deepEqual(lab.leftovers(), []);
+    } finally {
+      await lab.stop();
+    }
+  },
+);
+
+test(
   "lab: a bad command line gets one error line and exit 2; a port in use, exit 1",
   {
     skip,
