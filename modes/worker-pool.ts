@@ -105,6 +105,11 @@ const worker = {
   acceptTroubleLoggedAt: new BigInt64Array(1), // when any worker logged
 };
 
+// One writer for the log. Threads that write to one stdout can cut each
+// other's lines: a write that the pipe takes only in part leaves the rest of
+// a line for later, and another thread's bytes land in between. So a worker
+// posts its lines to the main thread, which alone writes them, in order.
+
 // In a worker, the channel to the main thread (typed here by hand: the same
 // file also runs as the main thread, where `self` is no worker).
 const mainThread = self as unknown as {
@@ -137,6 +142,7 @@ class PoolWorker {
         started();
       } else if (data.crashed) this.#crashed(data.crashed);
       else if (data.closedListener) logStopping(grace);
+      else if ("log" in data) log(data.log); // a worker's line: see log()
       else reported(data);
     };
     thread.onerror = (event) => { // the worker has ended (on Bun)
@@ -578,6 +584,7 @@ let logDropped = 0;
 let logWriting: Promise<void> | undefined;
 
 function log(line: string) {
+  if (!isMainThread) return mainThread.postMessage({ log: line }); // see there
   if (logQueue.length < 10_000) logQueue.push(line);
   else logDropped++;
   logWriting ??= writeLog();

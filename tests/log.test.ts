@@ -21,9 +21,9 @@ import {
 const CLIENTS = 8000;
 
 // A server whose stdout is a pipe that nobody reads, until `read()`.
-async function startUnread(mode: keyof typeof MODES) {
+async function startUnread(mode: keyof typeof MODES, flags: string[] = []) {
   const port = await unusedPort();
-  const args = scriptArgs(MODES[mode], ["--port", String(port)]);
+  const args = scriptArgs(MODES[mode], ["--port", String(port), ...flags]);
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
@@ -79,6 +79,35 @@ test("thread-per-connection: the lines a stalled reader missed are counted", asy
     // Every line but those dropped came, the first client's (a probe) too.
     const lines = log.stdoutLines.filter((line) => /^#\d+ /.test(line));
     assert.equal(lines.length + parseInt(dropped.slice(1)), 2 * CLIENTS + 2);
+  } finally {
+    child.kill("SIGKILL");
+  }
+});
+
+// Two workers write to one stdout. A write that the pipe takes only in part
+// leaves the rest of a line for later, and another thread's line can land in
+// between: "#1573 … work#1794 … closed …" and "er 1 closed …". Each line must
+// come whole.
+test("worker-pool: two workers' log lines come whole, never cut into each other", async () => {
+  const { port, child, read } = await startUnread("worker-pool", [
+    "--workers",
+    "2",
+  ]);
+  try {
+    await Promise.all([serveClients(port), serveClients(port)]);
+    const log = read(); // reading again: both workers write what they hold
+    process.kill(child.pid!, "SIGTERM");
+    await log.waitForLine(/^stopped: \d+ connections, \d+ messages$/);
+    const whole = new RegExp(
+      String.raw`^(#\d+ 127\.0\.0\.1:\d+ worker [12] ` +
+        String.raw`(opened|closed after \d+\.\d s, [01] messages?)` +
+        String.raw`|\(\d+ log lines? dropped\)` +
+        String.raw`|worker-pool listening on 127\.0\.0\.1:\d+` +
+        String.raw`|stopping: 2 workers, waiting up to \d+ s` +
+        String.raw`|stopped: \d+ connections, \d+ messages)$`,
+    );
+    const cut = log.stdoutLines.filter((line) => !whole.test(line));
+    assert.deepEqual(cut, []);
   } finally {
     child.kill("SIGKILL");
   }
