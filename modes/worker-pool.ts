@@ -105,13 +105,12 @@ const worker = {
   acceptTroubleLoggedAt: new BigInt64Array(1), // when any worker logged
 };
 
-// One writer for the log. Threads that write to one stdout can cut each
-// other's lines: a write that the pipe takes only in part leaves the rest of
-// a line for later, and another thread's bytes land in between. So a worker
-// posts its lines to the main thread, which alone writes them, in order.
-
 // In a worker, the channel to the main thread (typed here by hand: the same
-// file also runs as the main thread, where `self` is no worker).
+// file also runs as the main thread, where `self` is no worker). The log has
+// one writer: threads that write to one stdout can cut each other's lines (a
+// write that the pipe takes only in part leaves the rest of a line for later,
+// and another thread's bytes land in between), so a worker posts its lines
+// here and the main thread alone writes them, in order.
 const mainThread = self as unknown as {
   postMessage(message: unknown): void;
   onmessage: ((event: MessageEvent) => void) | null;
@@ -584,7 +583,7 @@ let logDropped = 0;
 let logWriting: Promise<void> | undefined;
 
 function log(line: string) {
-  if (!isMainThread) return mainThread.postMessage({ log: line }); // see there
+  if (!isMainThread) return mainThread.postMessage({ log: line }); // one writer
   if (logQueue.length < 10_000) logQueue.push(line);
   else logDropped++;
   logWriting ??= writeLog();
