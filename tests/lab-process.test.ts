@@ -106,6 +106,16 @@ test(
     }),
 );
 
+// The lab exits with `code`, and none of its servers is left running.
+async function exitsLeavingNothing(lab: Lab, code: number) {
+  assert.deepEqual(await lab.child.exit(), { code, signal: null });
+  const deadline = performance.now() + PATIENCE_MS;
+  while (lab.leftovers().length && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.deepEqual(lab.leftovers(), []);
+}
+
 test(
   "lab: Ctrl+C stops the lab and every server it started",
   { skip },
@@ -117,13 +127,7 @@ test(
       await socket.seen("serial", 1, "served");
       assert.equal(lab.leftovers().length, 4);
       lab.child.signal("SIGINT");
-      const exit = await lab.child.exit();
-      assert.deepEqual(exit, { code: 0, signal: null });
-      const deadline = performance.now() + PATIENCE_MS;
-      while (lab.leftovers().length && performance.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.deepEqual(lab.leftovers(), []);
+      await exitsLeavingNothing(lab, 0);
     } finally {
       await lab.stop();
     }
@@ -143,13 +147,7 @@ test(
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal(lab.child.hasExited, false, "the first stop waits");
       lab.child.signal("SIGINT");
-      const exit = await lab.child.exit();
-      assert.deepEqual(exit, { code: 130, signal: null });
-      const deadline = performance.now() + PATIENCE_MS;
-      while (lab.leftovers().length && performance.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.deepEqual(lab.leftovers(), []);
+      await exitsLeavingNothing(lab, 130);
     } finally {
       await lab.stop();
     }
