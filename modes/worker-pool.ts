@@ -226,8 +226,7 @@ async function stopServing(listener: Deno.Listener, grace: number) {
   await Promise.race([Promise.all(open.values()), graceOver]);
   for (const connection of open.keys()) connection.end("server shutting down");
   await Promise.all(open.values());
-  await logWritten(); // before the summary, which the main thread writes
-  mainThread.postMessage(server);
+  mainThread.postMessage(server); // after its log lines: messages keep order
   mainThread.close();
 }
 
