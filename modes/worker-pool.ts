@@ -116,6 +116,10 @@ const mainThread = self as unknown as {
   onmessage: ((event: MessageEvent) => void) | null;
   close(): void;
 };
+// A worker loads this file as "worker-pool.ts?worker". Bun drops the query
+// but sets isMainThread; Deno's isMainThread is true in Web Workers too.
+const inWorker = !isMainThread ||
+  new URL(import.meta.url).search === "?worker";
 
 // A worker in the main thread: its messages, and its end. A worker that
 // throws has lost its own connections, but the others still serve theirs:
@@ -582,7 +586,7 @@ let logDropped = 0;
 let logWriting: Promise<void> | undefined;
 
 function log(line: string) {
-  if (!isMainThread) return mainThread.postMessage({ log: line }); // one writer
+  if (inWorker) return mainThread.postMessage({ log: line }); // one writer
   if (logQueue.length < 10_000) logQueue.push(line);
   else logDropped++;
   logWriting ??= writeLog();
@@ -702,9 +706,7 @@ function joinNegativeValues(args: string[]): string[] {
 
 // ---- Starting: the main thread, or a worker.
 
-// This file is also the workers' script, loaded as "worker-pool.ts?worker"
-// (Bun drops the query, but tells a worker by isMainThread).
-if (!isMainThread || new URL(import.meta.url).search === "?worker") {
+if (inWorker) {
   mainThread.onmessage = ({ data }) => startWorker(data);
 } else if (import.meta.main) {
   await main();

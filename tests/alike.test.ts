@@ -34,7 +34,7 @@ const OWN: Record<Mode, string[]> = {
   ],
   "worker-pool": [
     "      if (claimTroubleLog()) { // one line for all workers: see there",
-    "  if (!isMainThread) return mainThread.postMessage({ log: line }); // one writer",
+    "  if (inWorker) return mainThread.postMessage({ log: line }); // one writer",
     "  readonly id = Atomics.add(worker.connectionCounter, 0, 1) + 1; // see there",
     "const WORKERS = Math.min(navigator.hardwareConcurrency, 256); // a core each",
     "const USAGE = `usage: deno run --allow-net --allow-read --unstable-net",

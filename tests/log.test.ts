@@ -87,7 +87,8 @@ test("thread-per-connection: the lines a stalled reader missed are counted", asy
 // Two workers write to one stdout. A write that the pipe takes only in part
 // leaves the rest of a line for later, and another thread's line can land in
 // between: "#1573 … work#1794 … closed …" and "er 1 closed …". Each line must
-// come whole.
+// come whole, every line must come or be counted as dropped, and the summary
+// comes last, even when the reader is still stalled as the server stops.
 test("worker-pool: two workers' log lines come whole, never cut into each other", async () => {
   const { port, child, read } = await startUnread("worker-pool", [
     "--workers",
@@ -95,19 +96,35 @@ test("worker-pool: two workers' log lines come whole, never cut into each other"
   ]);
   try {
     await Promise.all([serveClients(port), serveClients(port)]);
-    const log = read(); // reading again: both workers write what they hold
+    const ended = new Promise((resolve) => child.stdout!.on("close", resolve));
     process.kill(child.pid!, "SIGTERM");
-    await log.waitForLine(/^stopped: \d+ connections, \d+ messages$/);
+    const log = read(); // reading again, as the server stops
+    const timer = setTimeout(() => child.kill("SIGKILL"), PATIENCE_MS);
+    assert.deepEqual(await log.exited, { code: 0, signal: null });
+    await ended;
+    clearTimeout(timer);
     const whole = new RegExp(
       String.raw`^(#\d+ 127\.0\.0\.1:\d+ worker [12] ` +
         String.raw`(opened|closed after \d+\.\d s, [01] messages?)` +
         String.raw`|\(\d+ log lines? dropped\)` +
         String.raw`|worker-pool listening on 127\.0\.0\.1:\d+` +
         String.raw`|stopping: 2 workers, waiting up to \d+ s` +
-        String.raw`|stopped: \d+ connections, \d+ messages)$`,
+        String.raw`|stopped: 16001 connections, 16000 messages)$`,
     );
     const cut = log.stdoutLines.filter((line) => !whole.test(line));
     assert.deepEqual(cut, []);
+    // Every line is written or counted as dropped: two a connection (the
+    // probe's too), "stopping" and "stopped"...
+    const isDropped = /^\((\d+) log lines? dropped\)$/;
+    const lines = log.stdoutLines.filter((line) =>
+      !isDropped.test(line) && !line.includes("listening on")
+    );
+    const dropped = log.stdoutLines.map((line) => line.match(isDropped))
+      .reduce((sum, match) => sum + (match ? parseInt(match[1]) : 0), 0);
+    assert.equal(lines.length + dropped, 2 * (2 * CLIENTS + 1) + 2);
+    // ...and no connection's line comes after the summary.
+    const summary = lines.findIndex((line) => line.startsWith("stopped: "));
+    if (summary !== -1) assert.equal(summary, lines.length - 1);
   } finally {
     child.kill("SIGKILL");
   }
