@@ -296,10 +296,10 @@ function work(ms: number) {
   while (performance.now() < until); // busy, on purpose
 }
 
-// The time now, as ctime() writes it. It counts whole seconds, so one
-// formatting serves a whole second's replies.
+// The time as ctime() writes it, formatted once a second; exported, so that
+// a respond() without it leaves nothing unused.
 let clock = { second: -1, text: "" };
-function now(): string {
+export function now(): string {
   const second = Math.floor(Date.now() / 1000);
   if (second === clock.second) return clock.text;
   clock = { second, text: ctime(new Date(second * 1000)) };
