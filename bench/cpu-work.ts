@@ -1,7 +1,7 @@
 /**
  * What CPU work does to one event loop, and what each way out costs.
  *
- * Run:   deno run -A bench/cpu-work.ts        (about 10 s)
+ * Run:   deno run -A bench/cpu-work.ts        (a few seconds)
  *
  * For each way of doing the work, a server starts as a child process, and
  * this script connects two clients: A asks for a reply that costs --work
